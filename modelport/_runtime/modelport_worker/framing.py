@@ -1,0 +1,57 @@
+"""IPC frames between the server and its workers: a JSON header plus raw buffers.
+
+Layout: ``<u32 header length><u32 buffer count><u64 length per buffer><header><buffers...>``.
+Tensors travel as raw buffers, never as JSON numbers or per-element pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any, List, Sequence, Tuple
+
+PREFIX = struct.Struct("<II")
+LENGTH = struct.Struct("<Q")
+
+Buffers = Sequence[Any]  # bytes-like objects (bytes, memoryview, numpy arrays)
+
+
+def encode(header: dict, buffers: Buffers = ()) -> List[Any]:
+    """Return the pieces of one frame, ready for ``writelines``/``sendmsg``."""
+    head = json.dumps(header, separators=(",", ":")).encode()
+    views = [memoryview(b).cast("B") for b in buffers]
+    lengths = b"".join(LENGTH.pack(v.nbytes) for v in views)
+    return [PREFIX.pack(len(head), len(views)) + lengths + head, *views]
+
+
+def split_prefix(prefix: bytes) -> Tuple[int, int]:
+    return PREFIX.unpack(prefix)
+
+
+def buffer_lengths(raw: bytes, count: int) -> List[int]:
+    return [LENGTH.unpack_from(raw, i * LENGTH.size)[0] for i in range(count)]
+
+
+def decode_header(raw: bytes) -> dict:
+    return json.loads(raw)
+
+
+def read_frame_blocking(sock: Any) -> Tuple[dict, List[memoryview]]:
+    """Read one frame from a blocking socket (worker side)."""
+    head_len, count = split_prefix(_recv_exact(sock, PREFIX.size))
+    lengths = buffer_lengths(_recv_exact(sock, LENGTH.size * count), count) if count else []
+    header = decode_header(_recv_exact(sock, head_len))
+    buffers = [memoryview(_recv_exact(sock, n)) for n in lengths]
+    return header, buffers
+
+
+def _recv_exact(sock: Any, n: int) -> bytearray:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            raise EOFError("peer closed the connection")
+        got += k
+    return buf  # type: ignore[return-value]  # writable, so arrays built on it are too

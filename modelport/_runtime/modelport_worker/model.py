@@ -1,0 +1,180 @@
+"""Load one MLflow model with the environment's own mlflow and run predictions on it."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+import traceback
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .tensors import pack_array, unpack_array
+
+Reply = Tuple[Dict[str, Any], List[Any]]
+
+# Exceptions a model raises when the input does not suit it: answered as bad input (4xx),
+# like MLflow's own scoring server does, rather than as a server fault.
+INPUT_ERRORS = (ValueError, TypeError, KeyError, IndexError)
+
+
+class WorkerError(Exception):
+    """An error to send back as plain data: a modelport error code and a message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class LoadedModel:
+    def __init__(self, path: str) -> None:
+        started = time.perf_counter()
+        import mlflow.pyfunc
+
+        self.path = path
+        self.model = mlflow.pyfunc.load_model(path)
+        self.load_s = time.perf_counter() - started
+        self.accepts_params = "params" in inspect.signature(self.model.predict).parameters
+        self.input_schema = self.model.metadata.get_input_schema()
+
+    def warm_up(self) -> Optional[float]:
+        """Predict the saved input example once; None when the model has none."""
+        try:
+            example = self.model.metadata.load_input_example(self.path)
+        except Exception as exc:  # an unreadable example is the model's problem, not fatal
+            raise WorkerError("model_load_error", f"cannot read the saved input example: {exc}") from exc
+        if example is None:
+            return None
+        started = time.perf_counter()
+        params = None
+        if isinstance(example, tuple) and len(example) == 2:
+            example, params = example
+        try:
+            self._call(example, params)
+        except Exception as exc:
+            traceback.print_exc()
+            raise WorkerError(
+                "model_load_error", f"warm-up prediction on the saved input example failed: {_describe(exc)}"
+            ) from exc
+        return time.perf_counter() - started
+
+    def predict(self, header: Dict[str, Any], buffers: List[Any]) -> Reply:
+        arrays = [(d["name"], unpack_array(d, buffers)) for d in header["inputs"]]
+        data = _build_input(arrays, header.get("layout", "dict"))
+        try:
+            result = self._call(data, header.get("params"))
+        except Exception as exc:
+            raise _classify(exc) from exc
+        return _encode_result(result)
+
+    def invocations(self, header: Dict[str, Any], buffers: List[Any]) -> Reply:
+        """MLflow's own /invocations handling, from this environment's mlflow."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.pyfunc import scoring_server
+
+        body = bytes(buffers[0]) if buffers else b""
+        try:
+            resp = scoring_server.invocations(body, header["content_type"], self.model, self.input_schema)
+        except MlflowException as exc:
+            status = exc.get_http_status_code()
+            payload = {"error_code": exc.error_code, "message": exc.message}
+            return {"status": status, "mimetype": "application/json"}, [json.dumps(payload).encode()]
+        except Exception as exc:
+            raise _classify(exc) from exc
+        return {"status": resp.status, "mimetype": resp.mimetype}, [resp.response.encode()]
+
+    def _call(self, data: Any, params: Optional[Dict[str, Any]]) -> Any:
+        if params and self.accepts_params:
+            return self.model.predict(data, params=params)
+        return self.model.predict(data)
+
+
+def _build_input(arrays: List[Tuple[str, np.ndarray]], layout: str) -> Any:
+    if layout == "single":
+        return arrays[0][1]
+    if layout == "frame":
+        import pandas as pd
+
+        columns = {}
+        for name, arr in arrays:
+            if arr.ndim == 2 and arr.shape[1] == 1:
+                arr = arr[:, 0]
+            columns[name] = list(arr) if arr.ndim > 1 else arr
+        return pd.DataFrame(columns)
+    return dict(arrays)
+
+
+def _encode_result(result: Any) -> Reply:
+    buffers: List[Any] = []
+    kind, outputs, extra = _result_columns(result)
+    descrs = []
+    for name, value in outputs:
+        try:
+            descrs.append(pack_array(name, value, buffers))
+        except (TypeError, ValueError):
+            descrs.append({"name": name, "dtype": "json", "shape": [], "values": _jsonable(value)})
+    header: Dict[str, Any] = {"kind": kind, "outputs": descrs}
+    if extra is not None:
+        header["json"] = extra
+    return header, buffers
+
+
+def _result_columns(result: Any) -> Tuple[str, List[Tuple[str, Any]], Any]:
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - mlflow always brings pandas
+        pd = None
+    if pd is not None and isinstance(result, pd.DataFrame):
+        return "dataframe", [(str(c), result[c].to_numpy()) for c in result.columns], None
+    if pd is not None and isinstance(result, pd.Series):
+        return "series", [(str(result.name) if result.name is not None else "", result.to_numpy())], None
+    if isinstance(result, np.ndarray):
+        return "ndarray", [("", result)], None
+    if isinstance(result, dict):
+        return "dict", [(str(k), np.asarray(v)) for k, v in result.items()], None
+    if isinstance(result, (list, tuple)):
+        try:
+            arr = np.asarray(result)
+        except ValueError:
+            arr = None
+        if arr is not None and arr.dtype.kind in "biufUS":
+            return "list", [("", arr)], None
+        return "json", [], _jsonable(result)
+    if np.isscalar(result):
+        return "scalar", [("", np.asarray([result]))], None
+    return "json", [], _jsonable(result)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return str(value)
+
+
+def _classify(exc: Exception) -> WorkerError:
+    try:
+        from mlflow.exceptions import MlflowException
+    except ImportError:  # pragma: no cover
+        MlflowException = ()  # type: ignore[assignment,misc]  # noqa: N806
+    if isinstance(exc, MlflowException):
+        status = exc.get_http_status_code()
+        code = "invalid_input" if 400 <= status < 500 else "prediction_error"
+        return WorkerError(code, exc.message)
+    if isinstance(exc, INPUT_ERRORS):
+        return WorkerError("invalid_input", f"the model rejected the input: {_describe(exc)}")
+    traceback.print_exc()
+    return WorkerError("prediction_error", f"the model failed: {_describe(exc)}")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,209 @@
+"""One served model: checks requests against its signature, shapes them for the
+workers, and turns what the model returned into protocol-neutral tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from modelport.errors import InvalidInput, ModelNotReady, UnsupportedMediaType
+from modelport.inference import InferenceRequest, InferenceResponse, RawResponse, Tensor
+from modelport.mlmodel.types import FieldSpec, ModelSpec
+from modelport.protocols.codecs import NUMPY_OF, datatype_of
+from modelport.workers.batching import Batcher, PredictCall, PredictResult
+from modelport.workers.pool import WorkerPool
+
+# Flavors whose predict treats each row on its own, so rows of several requests can share a call.
+ROW_WISE_FLAVORS = frozenset({"sklearn", "xgboost", "lightgbm", "catboost"})
+
+
+class ServedModel:
+    def __init__(
+        self,
+        name: str,
+        spec: ModelSpec,
+        pool: WorkerPool,
+        batcher: Batcher,
+        version: str | None = None,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.pool = pool
+        self.batcher = batcher
+        self.version = version
+        sig = spec.signature
+        self._columns: dict[str, FieldSpec] = (
+            {f.name: f for f in sig.inputs if f.name} if sig and sig.input_kind == "columns" else {}
+        )
+        named_outputs = [f.name for f in sig.outputs if f.name] if sig else []
+        self._single_output_name = named_outputs[0] if len(named_outputs) == 1 else "output-1"
+
+    @property
+    def ready(self) -> bool:
+        return self.pool.ready
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        if not self.ready:
+            raise ModelNotReady(f"model '{self.name}' is not ready yet")
+        call = self.prepare(request)
+        result = await self.batcher.submit(call)
+        outputs = self.to_tensors(result)
+        params: dict[str, Any] = {}
+        if result.kind == "dataframe":
+            params["content_type"] = "pd"
+        if request.outputs is not None:
+            by_name = {t.name: t for t in outputs}
+            unknown = [n for n in request.outputs if n not in by_name]
+            if unknown:
+                raise InvalidInput(f"unknown output(s) {unknown}; the model returns {list(by_name)}")
+            outputs = [by_name[n] for n in request.outputs]
+        return InferenceResponse(
+            model_name=self.name, model_version=self.version, id=request.id, outputs=outputs, parameters=params
+        )
+
+    async def invocations(self, body: bytes, content_type: str | None) -> RawResponse:
+        if not self.ready:
+            raise ModelNotReady(f"model '{self.name}' is not ready yet")
+        if not content_type:
+            raise UnsupportedMediaType(
+                "missing Content-Type: send application/json or text/csv (MLflow scoring protocol)"
+            )
+        reply, buffers = await self.pool.request({"op": "invocations", "content_type": content_type}, [body])
+        return RawResponse(reply["status"], reply["mimetype"], bytes(buffers[0]) if buffers else b"")
+
+    # --- requests -----------------------------------------------------------------
+
+    def prepare(self, request: InferenceRequest) -> PredictCall:
+        content_type = request.parameters.get("content_type")
+        inputs = request.inputs
+        sig = self.spec.signature
+        if content_type == "np" or (sig is not None and sig.input_kind == "tensors"):
+            return self._tensor_call(request)
+        if content_type == "pd" or self._columns or len(inputs) > 1:
+            return self._frame_call(request)
+        arr = inputs[0].data
+        return PredictCall([(inputs[0].name, arr)], "single", self._params(request), _rows(arr))
+
+    def _frame_call(self, request: InferenceRequest) -> PredictCall:
+        inputs = request.inputs
+        columns = self._columns
+        first = inputs[0]
+        if (
+            len(inputs) == 1
+            and columns
+            and first.name not in columns
+            and first.data.ndim == 2
+            and first.data.shape[1] == len(self.spec.signature.inputs)  # type: ignore[union-attr]
+        ):
+            # One [N, k] tensor for a k-column signature: columns by position.
+            arrays = [(f.name or str(i), first.data[:, i]) for i, f in enumerate(self.spec.signature.inputs)]  # type: ignore[union-attr]
+        else:
+            arrays = [(t.name, t.data) for t in inputs]
+        arrays = [(n, a[:, 0] if a.ndim == 2 and a.shape[1] == 1 else a) for n, a in arrays]
+        if columns:
+            given = {n for n, _ in arrays}
+            missing = [n for n, f in columns.items() if f.required and n not in given]
+            if missing:
+                raise InvalidInput(
+                    f"missing required input column(s) {', '.join(repr(m) for m in missing)}; "
+                    f"the model's signature wants {', '.join(repr(c) for c in columns)}"
+                )
+            arrays = [(n, _cast(n, a, columns[n])) if n in columns else (n, a) for n, a in arrays]
+        rows = {len(a) if a.ndim else 1 for _, a in arrays}
+        if len(rows) > 1:
+            raise InvalidInput(f"input columns have different lengths {sorted(rows)}; a table needs one length")
+        return PredictCall(arrays, "frame", self._params(request), rows.pop())
+
+    def _tensor_call(self, request: InferenceRequest) -> PredictCall:
+        sig = self.spec.signature
+        specs = {f.name: f for f in sig.inputs} if sig is not None else {}
+        inputs = request.inputs
+        if len(specs) == 1 and len(inputs) == 1:
+            spec = next(iter(specs.values()))
+            arr = _check_tensor(inputs[0].name, inputs[0].data, spec)
+            return PredictCall([(inputs[0].name, arr)], "single", self._params(request), _rows(arr))
+        if not specs and len(inputs) == 1:
+            arr = inputs[0].data
+            return PredictCall([(inputs[0].name, arr)], "single", self._params(request), _rows(arr))
+        arrays = []
+        for t in inputs:
+            spec = specs.get(t.name)
+            arrays.append((t.name, _check_tensor(t.name, t.data, spec) if spec else t.data))
+        missing = [n for n, f in specs.items() if n and f.required and n not in {t.name for t in inputs}]
+        if missing:
+            raise InvalidInput(f"missing required input tensor(s) {missing}")
+        rows = {_rows(a) for _, a in arrays}
+        return PredictCall(arrays, "dict", self._params(request), rows.pop() if len(rows) == 1 else 0)
+
+    def _params(self, request: InferenceRequest) -> dict[str, Any] | None:
+        # V2 request parameters other than the protocol's own are the model's params (MLflow >= 2.6).
+        params = {k: v for k, v in request.parameters.items() if k not in _PROTOCOL_PARAMS}
+        sig = self.spec.signature
+        if params and sig is not None and sig.params:
+            known = {p.name for p in sig.params}
+            unknown = sorted(set(params) - known)
+            if unknown:
+                raise InvalidInput(f"unknown parameter(s) {unknown}; the model accepts {sorted(known)}")
+        return params or None
+
+    # --- results ------------------------------------------------------------------
+
+    def to_tensors(self, result: PredictResult) -> list[Tensor]:
+        if result.kind == "json":
+            import json
+
+            arr = np.array([json.dumps(result.json)], dtype=object)
+            return [Tensor(self._single_output_name, "BYTES", [1], arr, {"content_type": "str"})]
+        tensors = []
+        for i, (name, arr) in enumerate(result.outputs, start=1):
+            if not name:
+                name = self._single_output_name if len(result.outputs) == 1 else f"output-{i}"
+            datatype = datatype_of(arr)
+            params = {"content_type": "np"} if datatype != "BYTES" else {"content_type": "str"}
+            tensors.append(Tensor(name, datatype, list(arr.shape), arr, params))
+        return tensors
+
+
+_PROTOCOL_PARAMS = frozenset({"content_type", "headers", "binary_data_output"})
+
+
+def _rows(arr: np.ndarray) -> int:
+    return int(arr.shape[0]) if arr.ndim else 1
+
+
+def _cast(name: str, arr: np.ndarray, field: FieldSpec) -> np.ndarray:
+    """Cast a column to its signature type where that loses nothing, else refuse it."""
+    want = field.numpy_dtype
+    if not want or want == "object" and arr.dtype.kind == "O":
+        return arr
+    if want == "object" or field.datatype == "BYTES":
+        if arr.dtype.kind != "O":
+            raise InvalidInput(
+                f"input column '{name}' has datatype {datatype_of(arr)} but the signature wants {field.mlflow_type} (BYTES)"
+            )
+        return arr
+    target = np.dtype(want)
+    if arr.dtype == target:
+        return arr
+    if arr.dtype.kind == "O" or not np.can_cast(arr.dtype, target, "safe"):
+        raise InvalidInput(
+            f"input column '{name}' has datatype {datatype_of(arr)} but the signature wants "
+            f"{field.mlflow_type} ({field.datatype}); it cannot be converted without loss"
+        )
+    return arr.astype(target)
+
+
+def _check_tensor(name: str, arr: np.ndarray, spec: FieldSpec) -> np.ndarray:
+    want = tuple(spec.shape)
+    if want and (len(want) != arr.ndim or any(w != -1 and w != g for w, g in zip(want, arr.shape))):
+        raise InvalidInput(f"input '{name}' has shape {list(arr.shape)} but the signature wants {list(want)}")
+    target = NUMPY_OF.get(spec.datatype)
+    if target is None or arr.dtype == target:
+        return arr
+    if arr.dtype.kind == "O" or not np.can_cast(arr.dtype, target, "safe"):
+        raise InvalidInput(
+            f"input '{name}' has datatype {datatype_of(arr)} but the signature wants {spec.datatype}"
+        )
+    return arr.astype(target)

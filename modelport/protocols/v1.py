@@ -1,0 +1,65 @@
+"""KServe V1 REST: ``GET /v1/models/NAME`` and ``POST /v1/models/NAME:predict``.
+
+A V1 body (``instances`` or ``inputs``) is also a valid MLflow scoring body, and V1's
+``{"predictions": ...}`` is MLflow's response, so prediction goes through the model
+environment's own MLflow scoring code.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from modelport.errors import InvalidInput, ModelNotFound
+from modelport.protocols.messages import Handler, HttpRequest, HttpResponse, MethodNotAllowed
+
+if TYPE_CHECKING:
+    from modelport.dataplane import DataPlane
+
+_encode = msgspec.json.encode
+
+
+def route(method: str, rest: str) -> tuple[Handler, dict[str, Any]]:
+    name, sep, verb = rest.partition(":")
+    if not name or "/" in name or (sep and verb != "predict"):
+        raise ModelNotFound(f"no endpoint at /v1/models/{rest}")
+    handler, allowed = (predict, "POST") if sep else (model_status, "GET")
+    if method != allowed:
+        raise MethodNotAllowed(f"{method} is not allowed on /v1/models/{rest}")
+    return handler, {"name": name}
+
+
+async def root(dp: DataPlane, req: HttpRequest, params: dict[str, Any]) -> HttpResponse:
+    return HttpResponse(200, b'{"status":"alive"}')
+
+
+async def list_models(dp: DataPlane, req: HttpRequest, params: dict[str, Any]) -> HttpResponse:
+    return HttpResponse(200, _encode({"models": list(dp.models)}))
+
+
+async def model_status(dp: DataPlane, req: HttpRequest, params: dict[str, Any]) -> HttpResponse:
+    model = dp.get(params["name"])
+    return HttpResponse(200 if model.ready else 503, _encode({"name": model.name, "ready": model.ready}))
+
+
+async def predict(dp: DataPlane, req: HttpRequest, params: dict[str, Any]) -> HttpResponse:
+    model = dp.get(params["name"])
+    try:
+        body = msgspec.json.decode(req.body)
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"the request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict) or not ({"instances", "inputs"} & body.keys()):
+        raise InvalidInput('a V1 predict body is a JSON object with "instances" or "inputs"')
+    result = await model.invocations(req.body, "application/json")
+    if result.status >= 400:
+        message = _mlflow_message(result.body)
+        return HttpResponse(result.status, _encode({"error": message}))
+    return HttpResponse(200, result.body)
+
+
+def _mlflow_message(body: bytes) -> str:
+    try:
+        return str(msgspec.json.decode(body).get("message", body.decode(errors="replace")))
+    except (msgspec.DecodeError, AttributeError):
+        return body.decode(errors="replace")

@@ -1,0 +1,138 @@
+"""Assemble and run the server: fetch the model, check it, pick its interpreter, start
+its workers, and serve every protocol on one HTTP port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from modelport.dataplane import DataPlane
+from modelport.envs import resolve_interpreter
+from modelport.errors import ModelportError
+from modelport.mlmodel import check_layout, read_model_spec, rewrite_for_mlflow, shadow_model_dir
+from modelport.mlmodel.types import ModelSpec
+from modelport.model import ROW_WISE_FLAVORS, ServedModel
+from modelport.protocols.rest import App
+from modelport.settings import Settings
+from modelport.storage import resolve_model
+from modelport.workers.batching import Batcher
+from modelport.workers.pool import WorkerPool
+
+log = logging.getLogger("modelport")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def batching_enabled(mode: str, spec: ModelSpec) -> bool:
+    if mode == "on":
+        return True
+    if mode == "off":
+        return False
+    return spec.primary_flavor in ROW_WISE_FLAVORS
+
+
+async def build_model(settings: Settings, model_dir: Path, spec: ModelSpec, python: str) -> ServedModel:
+    """Create the served model; its workers start with ``model.pool.start()``."""
+    serve = settings.serve
+    name = serve.model_name or model_dir.name
+
+    async def prepare_load(hello: dict[str, Any]) -> str:
+        mlflow_version = hello.get("mlflow")
+        if not mlflow_version:
+            raise ModelportError(f"the worker interpreter {python} has no mlflow installed")
+        rewritten = rewrite_for_mlflow(spec, mlflow_version)
+        if rewritten is None:
+            return str(model_dir)
+        shadow = shadow_model_dir(model_dir, rewritten, settings.cache_dir / "compat")
+        log.info("MLmodel rewritten for mlflow %s (saved by %s): loading from %s", mlflow_version, spec.mlflow_version, shadow)
+        return str(shadow)
+
+    pool = WorkerPool(python, serve.workers, prepare_load, load_timeout=serve.load_timeout_s)
+    batcher = Batcher(
+        pool.request,
+        max_size=serve.batch.max_size,
+        max_wait_s=serve.batch.max_wait_ms / 1000.0,
+        dispatchers=serve.workers,
+    )
+    batcher.enabled = batching_enabled(serve.batch.mode, spec)
+    log.info(
+        "model '%s' (%s flavor): adaptive batching %s",
+        name, spec.primary_flavor,
+        f"on (max {serve.batch.max_size} rows, max wait {serve.batch.max_wait_ms} ms)" if batcher.enabled else "off",
+    )
+    return ServedModel(name, spec, pool, batcher)
+
+
+def prepare(settings: Settings) -> tuple[Path, ModelSpec, str]:
+    """Everything that can fail before a port is opened: fetch, parse, check, environment."""
+    model_dir = resolve_model(settings.serve.model_uri, settings.storage, settings.cache_dir)
+    spec = read_model_spec(model_dir)
+    check_layout(model_dir, spec)
+    if settings.serve.python:
+        return model_dir, spec, settings.serve.python
+    interpreter = resolve_interpreter(model_dir, settings)
+    log.info("environment: %s", interpreter.reason)
+    return model_dir, spec, interpreter.python
+
+
+async def run_server(settings: Settings) -> int:
+    import uvicorn
+
+    started = time.perf_counter()
+    model_dir, spec, python = await asyncio.to_thread(prepare, settings)
+    model = await build_model(settings, model_dir, spec, python)
+    dataplane = DataPlane({model.name: model})
+    app = App(dataplane, settings.serve.max_body_bytes)
+    config = uvicorn.Config(
+        app,
+        host=settings.serve.host,
+        port=settings.serve.http_port,
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level=settings.serve.log_level,
+        log_config=None,
+    )
+    server = uvicorn.Server(config)
+    failure: list[ModelportError] = []
+
+    async def load() -> None:
+        try:
+            await model.pool.start()
+        except ModelportError as exc:
+            failure.append(exc)
+            log.error("model '%s' failed to load: %s", model.name, exc.message)
+            server.should_exit = True
+            return
+        log.info("model '%s' ready in %.2f s (launch to ready)", model.name, time.perf_counter() - started)
+
+    loader = asyncio.create_task(load())
+    try:
+        await server.serve()
+    finally:
+        loader.cancel()
+        await asyncio.gather(loader, return_exceptions=True)
+        await model.batcher.stop()
+        await model.pool.stop()
+    return 1 if failure else 0
+
+
+def serve(settings: Settings) -> int:
+    configure_logging(settings.serve.log_level)
+    try:
+        import uvloop
+
+        return uvloop.run(run_server(settings))
+    except ImportError:
+        return asyncio.run(run_server(settings))

@@ -1,0 +1,112 @@
+"""The one typed settings object, built at the CLI edge and passed down.
+
+Nothing below this module reads ``os.environ``: flags win over ``MODELPORT_*``
+variables, which win over defaults. Back-end specific settings (storage
+credentials, environment building) live in their packages' ``config`` modules
+and are composed here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelport.envs.config import EnvSettings
+from modelport.storage.config import StorageSettings
+
+DEFAULT_MAX_BODY = 100 * 1024 * 1024
+
+
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
+    if environ.get("MODELPORT_CACHE_DIR"):
+        return Path(environ["MODELPORT_CACHE_DIR"])
+    base = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME", "/tmp")) / ".cache")
+    return Path(base) / "modelport"
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    # "auto": on for flavors known to treat rows independently, off otherwise.
+    mode: str = "auto"
+    max_size: int = 64
+    max_wait_ms: float = 2.0
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    model_uri: str = ""
+    model_name: str = ""
+    host: str = "0.0.0.0"
+    http_port: int = 8080
+    grpc_port: int = 8081
+    workers: int = 1
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    # Interpreter the workers run under; None means the current one (or the
+    # model environment's, once resolved).
+    python: str | None = None
+    load_timeout_s: float = 600.0
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class Settings:
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    env: EnvSettings = field(default_factory=EnvSettings)
+    cache_dir: Path = field(default_factory=lambda: default_cache_dir(os.environ))
+
+
+def _env_value(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(f"MODELPORT_{name.upper()}")
+    return value if value not in (None, "") else None
+
+
+def _pick(flags: Mapping[str, Any], environ: Mapping[str, str], name: str, cast: Any, default: Any) -> Any:
+    value = flags.get(name)
+    if value is not None:
+        return cast(value)
+    env = _env_value(environ, name)
+    if env is not None:
+        return cast(env)
+    return default
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+    """Combine parsed CLI flags (None = not given) with the environment."""
+    d = ServeSettings()
+    b = BatchSettings()
+    batch = BatchSettings(
+        mode=_pick(flags, environ, "batching", str, b.mode),
+        max_size=_pick(flags, environ, "max_batch_size", int, b.max_size),
+        max_wait_ms=_pick(flags, environ, "max_batch_wait_ms", float, b.max_wait_ms),
+    )
+    serve = ServeSettings(
+        model_uri=_pick(flags, environ, "model_uri", str, d.model_uri),
+        model_name=_pick(flags, environ, "model_name", str, d.model_name),
+        host=_pick(flags, environ, "host", str, d.host),
+        http_port=_pick(flags, environ, "http_port", int, d.http_port),
+        grpc_port=_pick(flags, environ, "grpc_port", int, d.grpc_port),
+        workers=_pick(flags, environ, "workers", int, d.workers),
+        max_body_bytes=_pick(flags, environ, "max_body_bytes", int, d.max_body_bytes),
+        batch=batch,
+        python=_pick(flags, environ, "python", str, d.python),
+        load_timeout_s=_pick(flags, environ, "load_timeout", float, d.load_timeout_s),
+        log_level=_pick(flags, environ, "log_level", str, d.log_level),
+    )
+    cache = flags.get("cache_dir") or None
+    return Settings(
+        serve=serve,
+        storage=StorageSettings.from_environ(environ),
+        env=EnvSettings.from_flags(flags, environ),
+        cache_dir=Path(cache) if cache else default_cache_dir(environ),
+    )

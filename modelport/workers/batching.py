@@ -1,0 +1,175 @@
+"""Adaptive batching: merge concurrent row-wise requests into one model call.
+
+Requests queue while the workers are busy; a free dispatcher takes every compatible
+request queued (up to ``max_size`` rows), so batches grow with load and a lone
+request waits for nothing. Outputs are split back by row counts. A batch whose
+outputs cannot be split, or that one bad request spoils, is re-run request by request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelport._runtime.modelport_worker.tensors import pack_array, unpack_array
+from modelport.errors import InvalidInput, ModelportError
+
+log = logging.getLogger("modelport.batching")
+
+# Sends one predict frame (header, buffers) to a worker; returns the reply.
+Send = Callable[[dict[str, Any], list[Any]], Awaitable[tuple[dict[str, Any], list[Any]]]]
+
+
+@dataclass
+class PredictResult:
+    """What the model returned: its kind ("ndarray", "dataframe", ...) and named arrays."""
+
+    kind: str
+    outputs: list[tuple[str, np.ndarray]]
+    json: Any = None
+
+
+def decode_result(reply: dict[str, Any], buffers: list[Any]) -> PredictResult:
+    outputs = [(d["name"], unpack_array(d, buffers)) for d in reply.get("outputs") or []]
+    return PredictResult(kind=reply.get("kind", "ndarray"), outputs=outputs, json=reply.get("json"))
+
+
+@dataclass
+class PredictCall:
+    """A predict request as columns/tensors, before framing."""
+
+    arrays: list[tuple[str, np.ndarray]]
+    layout: str
+    params: dict[str, Any] | None = None
+    rows: int = 0
+    future: asyncio.Future[PredictResult] | None = field(default=None, repr=False)
+
+    def key(self) -> tuple[Any, ...]:
+        return (
+            self.layout,
+            tuple((n, a.dtype.str, a.shape[1:]) for n, a in self.arrays),
+            repr(sorted(self.params.items())) if self.params else None,
+        )
+
+
+def frame(call: PredictCall) -> tuple[dict[str, Any], list[Any]]:
+    buffers: list[Any] = []
+    inputs = [pack_array(name, arr, buffers) for name, arr in call.arrays]
+    header = {"op": "predict", "inputs": inputs, "layout": call.layout, "params": call.params}
+    return header, buffers
+
+
+class Batcher:
+    def __init__(self, send: Send, max_size: int, max_wait_s: float, dispatchers: int = 1) -> None:
+        self.send = send
+        self.max_size = max(1, max_size)
+        self.max_wait_s = max_wait_s
+        self.queue: deque[PredictCall] = deque()
+        self.wakeup = asyncio.Event()
+        self.enabled = True
+        self._tasks = [asyncio.create_task(self._dispatch()) for _ in range(max(1, dispatchers))]
+
+    async def submit(self, call: PredictCall) -> PredictResult:
+        if not self.enabled or call.rows >= self.max_size:
+            return decode_result(*await self.send(*frame(call)))
+        call.future = asyncio.get_running_loop().create_future()
+        self.queue.append(call)
+        self.wakeup.set()
+        return await call.future
+
+    async def _dispatch(self) -> None:
+        while True:
+            while not self.queue:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            batch = self._take()
+            if len(batch) > 1 and self.max_wait_s > 0 and sum(c.rows for c in batch) < self.max_size:
+                # Under load already: give a few more requests the chance to join.
+                await asyncio.sleep(self.max_wait_s)
+                batch += self._take(key=batch[0].key(), room=self.max_size - sum(c.rows for c in batch))
+            await self._run(batch)
+
+    def _take(self, key: tuple[Any, ...] | None = None, room: int | None = None) -> list[PredictCall]:
+        room = self.max_size if room is None else room
+        taken: list[PredictCall] = []
+        skipped: list[PredictCall] = []
+        while self.queue and room > 0:
+            call = self.queue.popleft()
+            if key is None:
+                key = call.key()
+            if call.key() == key and (not taken or call.rows <= room):
+                taken.append(call)
+                room -= call.rows
+            else:
+                skipped.append(call)
+        self.queue.extendleft(reversed(skipped))
+        return taken
+
+    async def _run(self, batch: list[PredictCall]) -> None:
+        if len(batch) == 1:
+            await self._run_one(batch[0])
+            return
+        merged = PredictCall(
+            arrays=[
+                (name, np.concatenate([c.arrays[i][1] for c in batch]))
+                for i, (name, _) in enumerate(batch[0].arrays)
+            ],
+            layout=batch[0].layout,
+            params=batch[0].params,
+            rows=sum(c.rows for c in batch),
+        )
+        try:
+            parts = split_result(decode_result(*await self.send(*frame(merged))), [c.rows for c in batch])
+        except InvalidInput:
+            parts = None  # one request may have spoiled the batch: answer each alone
+        except ModelportError as exc:
+            for c in batch:
+                _resolve(c, exc=exc)
+            return
+        if parts is None:
+            for c in batch:
+                await self._run_one(c)
+            return
+        for c, part in zip(batch, parts):
+            _resolve(c, result=part)
+
+    async def _run_one(self, call: PredictCall) -> None:
+        try:
+            _resolve(call, result=decode_result(*await self.send(*frame(call))))
+        except ModelportError as exc:
+            _resolve(call, exc=exc)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _resolve(call: PredictCall, result: Any = None, exc: BaseException | None = None) -> None:
+    fut = call.future
+    if fut is None or fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+def split_result(result: PredictResult, rows: list[int]) -> list[PredictResult] | None:
+    """Split a batched result by rows; None if an output is not one row per input row."""
+    total = sum(rows)
+    if result.kind == "json" or not result.outputs:
+        return None
+    if any(arr.ndim == 0 or arr.shape[0] != total for _, arr in result.outputs):
+        return None
+    offsets = np.cumsum([0, *rows])
+    return [
+        PredictResult(result.kind, [(name, arr[start:end]) for name, arr in result.outputs])
+        for start, end in zip(offsets[:-1], offsets[1:])
+    ]

@@ -1,0 +1,169 @@
+"""One worker process: spawned under any interpreter, talked to over a socket pair.
+
+The worker runs ``modelport_worker`` from ``modelport/_runtime`` alone, so the model's
+environment needs neither modelport nor the server's packages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from modelport._runtime.modelport_worker import framing
+from modelport.errors import ModelNotReady, WorkerCrashed, from_code
+
+log = logging.getLogger("modelport.workers")
+
+RUNTIME_DIR = Path(__file__).resolve().parent.parent / "_runtime"
+BOOTSTRAP = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from modelport_worker.main import main; main(sys.argv[2:])"
+)
+
+Reply = tuple[dict[str, Any], list[memoryview]]
+
+
+class WorkerProcess:
+    def __init__(self, index: int, python: str) -> None:
+        self.index = index
+        self.python = python
+        self.proc: asyncio.subprocess.Process | None = None
+        self.hello: dict[str, Any] = {}
+        self.ready = False
+        self.pending: dict[int, asyncio.Future[Reply]] = {}
+        self._ids = itertools.count(1)
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._hello: asyncio.Future[dict[str, Any]] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    @property
+    def load(self) -> int:
+        return len(self.pending)
+
+    async def start(self, timeout: float) -> dict[str, Any]:
+        parent, child = socket.socketpair()
+        loop = asyncio.get_running_loop()
+        self._hello = loop.create_future()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                self.python, "-I", "-c", BOOTSTRAP, str(RUNTIME_DIR), str(child.fileno()),
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C on the server reaches the server, which stops workers
+            )
+        except OSError as exc:
+            parent.close()
+            raise ModelNotReady(f"cannot start a worker with {self.python}: {exc}") from exc
+        finally:
+            child.close()
+        reader, self._writer = await asyncio.open_unix_connection(sock=parent)
+        self._reader_task = asyncio.create_task(self._read_loop(reader))
+        try:
+            self.hello = await asyncio.wait_for(asyncio.shield(self._hello), timeout)
+        except asyncio.TimeoutError as exc:
+            self.kill()
+            raise ModelNotReady(f"worker {self.index} did not start within {timeout:.0f} s") from exc
+        return self.hello
+
+    async def request(self, header: dict[str, Any], buffers: Sequence[Any] = ()) -> Reply:
+        if not self.alive or self._writer is None:
+            raise WorkerCrashed(f"worker {self.index} is not running")
+        rid = next(self._ids)
+        header["id"] = rid
+        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.pending[rid] = fut
+        pieces = framing.encode(header, buffers)
+        self._writer.writelines(pieces)
+        if self._writer.transport.get_write_buffer_size() > 1 << 20:
+            await self._writer.drain()
+        reply, out = await fut
+        if not reply.get("ok"):
+            raise from_code(reply.get("code", "internal"), reply.get("message", "worker error"))
+        return reply, out
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                head_len, count = framing.split_prefix(await reader.readexactly(framing.PREFIX.size))
+                lengths = (
+                    framing.buffer_lengths(await reader.readexactly(framing.LENGTH.size * count), count)
+                    if count
+                    else []
+                )
+                header = framing.decode_header(await reader.readexactly(head_len))
+                buffers = [memoryview(await reader.readexactly(n)) for n in lengths]
+                if header.get("op") == "hello":
+                    if self._hello is not None and not self._hello.done():
+                        self._hello.set_result(header)
+                    continue
+                fut = self.pending.pop(header.get("id"), None)
+                if fut is not None and not fut.done():
+                    fut.set_result((header, buffers))
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        self.ready = False
+        code = self.proc.returncode if self.proc else None
+        how = _describe_exit(code)
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(
+                    WorkerCrashed(f"the model worker {how} while handling this request; it is being restarted")
+                )
+        self.pending.clear()
+        if self._hello is not None and not self._hello.done():
+            self._hello.set_exception(ModelNotReady(f"the model worker {how} before it started"))
+
+    async def wait(self) -> int:
+        assert self.proc is not None
+        code = await self.proc.wait()
+        if self._reader_task is not None:
+            await asyncio.gather(self._reader_task, return_exceptions=True)
+        return code
+
+    def kill(self) -> None:
+        if self.alive and self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self.alive and self.proc is not None:
+            try:
+                self.proc.terminate()
+                await asyncio.wait_for(self.proc.wait(), grace)
+            except (asyncio.TimeoutError, ProcessLookupError):
+                self.kill()
+        if self.proc is not None:
+            await self.proc.wait()
+        if self._reader_task is not None:
+            await asyncio.gather(self._reader_task, return_exceptions=True)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "stopped answering"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
