@@ -10,6 +10,7 @@ import numpy as np
 
 from modelport.errors import InvalidInput, ModelNotReady, UnsupportedMediaType
 from modelport.inference import InferenceRequest, InferenceResponse, RawResponse, Tensor
+from modelport.mlmodel.signature import field_names
 from modelport.mlmodel.types import FieldSpec, ModelSpec
 from modelport.protocols.codecs import NUMPY_OF, datatype_of
 from modelport.workers.batching import Batcher, PredictCall, PredictResult
@@ -37,8 +38,8 @@ class ServedModel:
         self._columns: dict[str, FieldSpec] = (
             {f.name: f for f in sig.inputs if f.name} if sig and sig.input_kind == "columns" else {}
         )
-        named_outputs = [f.name for f in sig.outputs if f.name] if sig else []
-        self._single_output_name = named_outputs[0] if len(named_outputs) == 1 else "output-1"
+        # Unnamed outputs take the names the metadata endpoint gives them ("output-0", ...).
+        self._output_names = field_names(sig.outputs, "output-") if sig else []
 
     @property
     def ready(self) -> bool:
@@ -155,15 +156,18 @@ class ServedModel:
             import json
 
             arr = np.array([json.dumps(result.json)], dtype=object)
-            return [Tensor(self._single_output_name, "BYTES", [1], arr, {"content_type": "str"})]
+            return [Tensor(self._output_name(0), "BYTES", [1], arr, {"content_type": "str"})]
         tensors = []
-        for i, (name, arr) in enumerate(result.outputs, start=1):
-            if not name:
-                name = self._single_output_name if len(result.outputs) == 1 else f"output-{i}"
+        for i, (name, arr) in enumerate(result.outputs):
+            name = name or self._output_name(i)
             datatype = datatype_of(arr)
             params = {"content_type": "np"} if datatype != "BYTES" else {"content_type": "str"}
             tensors.append(Tensor(name, datatype, list(arr.shape), arr, params))
         return tensors
+
+
+    def _output_name(self, index: int) -> str:
+        return self._output_names[index] if index < len(self._output_names) else f"output-{index}"
 
 
 _PROTOCOL_PARAMS = frozenset({"content_type", "headers", "binary_data_output"})
@@ -176,14 +180,14 @@ def _rows(arr: np.ndarray) -> int:
 def _cast(name: str, arr: np.ndarray, field: FieldSpec) -> np.ndarray:
     """Cast a column to its signature type where that loses nothing, else refuse it."""
     want = field.numpy_dtype
-    if not want or want == "object" and arr.dtype.kind == "O":
+    if not want:
         return arr
     if want == "object" or field.datatype == "BYTES":
         if arr.dtype.kind != "O":
             raise InvalidInput(
                 f"input column '{name}' has datatype {datatype_of(arr)} but the signature wants {field.mlflow_type} (BYTES)"
             )
-        return arr
+        return _as_text(name, arr) if field.mlflow_type == "string" else arr
     target = np.dtype(want)
     if arr.dtype == target:
         return arr
@@ -193,6 +197,18 @@ def _cast(name: str, arr: np.ndarray, field: FieldSpec) -> np.ndarray:
             f"{field.mlflow_type} ({field.datatype}); it cannot be converted without loss"
         )
     return arr.astype(target)
+
+
+def _as_text(name: str, arr: np.ndarray) -> np.ndarray:
+    """Binary BYTES sent for a string column: the model wants str, as from JSON."""
+    if not any(isinstance(v, bytes) for v in arr):
+        return arr
+    out = np.empty(arr.shape, dtype=object)
+    try:
+        out[:] = [v.decode() if isinstance(v, bytes) else v for v in arr]
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"input column '{name}' is a string column but holds bytes that are not UTF-8") from exc
+    return out
 
 
 def _check_tensor(name: str, arr: np.ndarray, spec: FieldSpec) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from modelport.errors import InvalidInput, ModelNotFound
+from modelport.mlmodel.types import ModelSpec
 from modelport.protocols.messages import Handler, HttpRequest, HttpResponse, MethodNotAllowed
 
 if TYPE_CHECKING:
@@ -51,11 +52,27 @@ async def predict(dp: DataPlane, req: HttpRequest, params: dict[str, Any]) -> Ht
         raise InvalidInput(f"the request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict) or not ({"instances", "inputs"} & body.keys()):
         raise InvalidInput('a V1 predict body is a JSON object with "instances" or "inputs"')
-    result = await model.invocations(req.body, "application/json")
+    result = await model.invocations(_as_scoring_body(body, model.spec) or req.body, "application/json")
     if result.status >= 400:
         message = _mlflow_message(result.body)
         return HttpResponse(result.status, _encode({"error": message}))
     return HttpResponse(200, result.body)
+
+
+def _as_scoring_body(body: dict[str, Any], spec: ModelSpec) -> bytes | None:
+    """Rows as lists for a model with named columns: what KServe V1 clients send."""
+    sig = spec.signature
+    key = "instances" if "instances" in body else "inputs"
+    rows = body[key]
+    if sig is None or sig.input_kind != "columns" or not isinstance(rows, list) or not rows:
+        return None
+    names = [f.name for f in sig.inputs]
+    if not all(isinstance(r, list) and len(r) == len(names) for r in rows) or not all(names):
+        return None
+    scoring: dict[str, Any] = {"dataframe_split": {"columns": names, "data": rows}}
+    if "params" in body:
+        scoring["params"] = body["params"]
+    return _encode(scoring)
 
 
 def _mlflow_message(body: bytes) -> str:

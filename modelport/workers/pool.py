@@ -70,9 +70,10 @@ class WorkerPool:
         self.load_info = {**hello, **reply, "start_s": time.perf_counter() - started}
         warm = reply.get("warm_up_s")
         log.info(
-            "worker %d (pid %s, python %s, mlflow %s) loaded the model in %.2f s%s",
+            "worker %d (pid %s, python %s, mlflow %s) loaded the model in %.2f s%s%s",
             worker.index, hello.get("pid"), hello.get("python"), hello.get("mlflow"), reply.get("load_s", 0.0),
             f", warm-up prediction {warm * 1000:.1f} ms" if warm is not None else ", no input example to warm up",
+            ", verified sklearn fast path on" if reply.get("fast_path") else "",
         )
 
     async def _supervise(self, worker: WorkerProcess) -> None:

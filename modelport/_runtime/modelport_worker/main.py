@@ -77,7 +77,7 @@ def serve(fd: int) -> None:
             if op == "load":
                 model = LoadedModel(header["path"])
                 warm = model.warm_up() if header.get("warm_up", True) else None
-                reply, out = {"load_s": model.load_s, "warm_up_s": warm}, []
+                reply, out = {"load_s": model.load_s, "warm_up_s": warm, "fast_path": model.fast is not None}, []
             elif model is None:
                 raise WorkerError("model_not_ready", "the model is not loaded yet")
             elif op == "predict":

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from . import fastpath
 from .tensors import pack_array, unpack_array
 
 Reply = Tuple[Dict[str, Any], List[Any]]
@@ -38,6 +39,7 @@ class LoadedModel:
         self.load_s = time.perf_counter() - started
         self.accepts_params = "params" in inspect.signature(self.model.predict).parameters
         self.input_schema = self.model.metadata.get_input_schema()
+        self.fast: Optional[fastpath.SklearnFastPath] = None
 
     def warm_up(self) -> Optional[float]:
         """Predict the saved input example once; None when the model has none."""
@@ -45,26 +47,34 @@ class LoadedModel:
             example = self.model.metadata.load_input_example(self.path)
         except Exception as exc:  # an unreadable example is the model's problem, not fatal
             raise WorkerError("model_load_error", f"cannot read the saved input example: {exc}") from exc
-        if example is None:
-            return None
-        started = time.perf_counter()
         params = None
         if isinstance(example, tuple) and len(example) == 2:
             example, params = example
-        try:
-            self._call(example, params)
-        except Exception as exc:
-            traceback.print_exc()
-            raise WorkerError(
-                "model_load_error", f"warm-up prediction on the saved input example failed: {_describe(exc)}"
-            ) from exc
-        return time.perf_counter() - started
+        started = time.perf_counter()
+        if example is not None:
+            try:
+                self._call(example, params)
+            except Exception as exc:
+                traceback.print_exc()
+                raise WorkerError(
+                    "model_load_error", f"warm-up prediction on the saved input example failed: {_describe(exc)}"
+                ) from exc
+        elapsed = time.perf_counter() - started
+        self.fast = fastpath.build(self.model, example)
+        return elapsed if example is not None else None
 
     def predict(self, header: Dict[str, Any], buffers: List[Any]) -> Reply:
         arrays = [(d["name"], unpack_array(d, buffers)) for d in header["inputs"]]
-        data = _build_input(arrays, header.get("layout", "dict"))
+        layout = header.get("layout", "dict")
+        params = header.get("params")
+        if self.fast is not None and not params and self.fast.accepts(arrays, layout):
+            try:
+                return _encode_result(self.fast.predict(arrays))
+            except Exception:
+                self.fast.failures += 1  # the full path below answers, or reports the error
+        data = _build_input(arrays, layout)
         try:
-            result = self._call(data, header.get("params"))
+            result = self._call(data, params)
         except Exception as exc:
             raise _classify(exc) from exc
         return _encode_result(result)
