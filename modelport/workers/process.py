@@ -7,6 +7,7 @@ environment needs neither modelport nor the server's packages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -112,7 +113,10 @@ class WorkerProcess:
                 if fut is not None and not fut.done():
                     fut.set_result((header, buffers))
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
+            if self.proc is not None:
+                # The socket closes a moment before the exit status is known; wait a little for it.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.proc.wait(), 2.0)
         finally:
             self._fail_pending()
 

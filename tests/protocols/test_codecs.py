@@ -1,0 +1,133 @@
+"""V2 tensor codecs: every datatype, JSON and binary, BYTES, content types."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from modelport.errors import InvalidInput
+from modelport.inference import InferenceResponse, Tensor
+from modelport.protocols import codecs, v2
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "dtype"),
+    [
+        ("BOOL", [True, False], np.bool_),
+        ("UINT8", [0, 255], np.uint8),
+        ("UINT16", [1, 2], np.uint16),
+        ("UINT32", [1, 2], np.uint32),
+        ("UINT64", [1, 2], np.uint64),
+        ("INT8", [-1, 1], np.int8),
+        ("INT16", [-1, 1], np.int16),
+        ("INT32", [-1, 1], np.int32),
+        ("INT64", [-1, 1], np.int64),
+        ("FP16", [0.5, 1.5], np.float16),
+        ("FP32", [0.5, 1.5], np.float32),
+        ("FP64", [0.5, 1.5], np.float64),
+    ],
+)
+def test_numeric_datatypes_json_and_binary(datatype: str, data: list, dtype: type) -> None:
+    t = codecs.decode_json_tensor("a", datatype, [2], data, {})
+    assert t.data.dtype == np.dtype(dtype) and t.data.tolist() == data
+    assert codecs.datatype_of(t.data) == datatype
+    raw = codecs.encode_binary_data(t.data)
+    back = codecs.decode_binary_tensor("a", datatype, [2], memoryview(raw), {})
+    np.testing.assert_array_equal(back.data, t.data)
+    assert codecs.encode_json_data(t.data) == data
+
+
+def test_nested_json_data_and_shape_checks() -> None:
+    t = codecs.decode_json_tensor("a", "FP32", [2, 2], [[1, 2], [3, 4]], {})
+    assert t.data.shape == (2, 2)
+    with pytest.raises(InvalidInput, match="has 3 elements"):
+        codecs.decode_json_tensor("a", "FP32", [2, 2], [1, 2, 3], {})
+    with pytest.raises(InvalidInput, match="invalid shape"):
+        codecs.decode_json_tensor("a", "FP32", [-2], [1], {})
+    with pytest.raises(InvalidInput, match="non-integer"):
+        codecs.decode_json_tensor("a", "INT64", [1], [1.5], {})
+    with pytest.raises(InvalidInput, match="non-boolean"):
+        codecs.decode_json_tensor("a", "BOOL", [1], [3], {})
+    with pytest.raises(InvalidInput, match="does not fit"):
+        codecs.decode_json_tensor("a", "FP64", [1], ["x"], {})
+
+
+def test_bytes_json_binary_and_content_types() -> None:
+    t = codecs.decode_json_tensor("s", "BYTES", [2], ["a", "zoë"], {"content_type": "str"})
+    assert t.data.tolist() == ["a", "zoë"]
+    b64 = codecs.decode_json_tensor("b", "BYTES", [1], [base64.b64encode(b"\x00\xff").decode()], {"content_type": "base64"})
+    assert b64.data.tolist() == [b"\x00\xff"]
+    with pytest.raises(InvalidInput, match="invalid base64"):
+        codecs.decode_json_tensor("b", "BYTES", [1], ["%%%"], {"content_type": "base64"})
+    raw = codecs.encode_binary_data(np.array(["a", "zoë"], dtype=object))
+    back = codecs.decode_binary_tensor("s", "BYTES", [2], memoryview(raw), {"content_type": "str"})
+    assert back.data.tolist() == ["a", "zoë"]
+    with pytest.raises(InvalidInput, match="malformed binary BYTES"):
+        codecs.decode_binary_tensor("s", "BYTES", [1], memoryview(b"\x09\x00\x00\x00ab"), {})
+    assert codecs.encode_json_data(np.array([b"\xff\xfe"], dtype=object)) == [base64.b64encode(b"\xff\xfe").decode()]
+
+
+def test_binary_size_must_match_shape() -> None:
+    with pytest.raises(InvalidInput, match="needs 16"):
+        codecs.decode_binary_tensor("a", "FP64", [2], memoryview(b"\x00" * 8), {})
+
+
+def _binary_body(header: dict, *chunks: bytes) -> tuple[bytes, str]:
+    head = v2.encode_json(header)
+    return head + b"".join(chunks), str(len(head))
+
+
+def test_request_with_binary_extension() -> None:
+    x = np.arange(6, dtype=np.float32)
+    body, length = _binary_body(
+        {
+            "inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [2, 3], "parameters": {"binary_data_size": 24}},
+                {"name": "y", "datatype": "INT64", "shape": [1], "data": [7]},
+            ],
+            "outputs": [{"name": "out", "parameters": {"binary_data": True}}],
+        },
+        x.tobytes(),
+    )
+    request, want_binary = v2.decode_request(body, length)
+    np.testing.assert_array_equal(request.inputs[0].data, x.reshape(2, 3))
+    assert request.inputs[1].data.tolist() == [7]
+    assert want_binary == {"out": True}
+
+
+@pytest.mark.parametrize(
+    ("length", "needle"),
+    [("abc", "not an integer"), ("100000", "does not fit"), ("0", "does not fit")],
+)
+def test_bad_header_length(length: str, needle: str) -> None:
+    with pytest.raises(InvalidInput, match=needle):
+        v2.decode_request(b'{"inputs":[]}', length)
+
+
+def test_binary_sizes_must_add_up() -> None:
+    header = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 4}}]}
+    body, length = _binary_body(header, b"\x00" * 8)
+    with pytest.raises(InvalidInput, match="no input claims"):
+        v2.decode_request(body, length)
+    body, length = _binary_body(header, b"\x00" * 2)
+    with pytest.raises(InvalidInput, match="runs past"):
+        v2.decode_request(body, length)
+
+
+def test_response_json_and_binary() -> None:
+    out = Tensor("y", "FP64", [2], np.array([1.0, 2.0]), {"content_type": "np"})
+    resp = InferenceResponse(model_name="m", outputs=[out], id="7")
+    body, headers = v2.encode_response(resp, {})
+    assert headers == {}
+    assert v2.msgspec.json.decode(body) == {
+        "model_name": "m",
+        "id": "7",
+        "outputs": [{"name": "y", "datatype": "FP64", "shape": [2], "data": [1.0, 2.0], "parameters": {"content_type": "np"}}],
+    }
+    body, headers = v2.encode_response(resp, {"*": True})
+    n = int(headers["inference-header-content-length"])
+    head = v2.msgspec.json.decode(body[:n])
+    assert head["outputs"][0]["parameters"]["binary_data_size"] == 16
+    assert np.frombuffer(body[n:], dtype=np.float64).tolist() == [1.0, 2.0]
