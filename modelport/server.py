@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from modelport.errors import ModelportError
 from modelport.mlmodel import check_layout, read_model_spec, rewrite_for_mlflow, shadow_model_dir
 from modelport.mlmodel.types import ModelSpec
 from modelport.model import ROW_WISE_FLAVORS, ServedModel
+from modelport.protocols.httpserver import HttpServer
 from modelport.protocols.rest import App
 from modelport.settings import Settings
 from modelport.storage import resolve_model
@@ -87,24 +89,19 @@ def prepare(settings: Settings) -> tuple[Path, ModelSpec, str]:
 
 
 async def run_server(settings: Settings) -> int:
-    import uvicorn
-
     started = time.perf_counter()
     model_dir, spec, python = await asyncio.to_thread(prepare, settings)
     model = await build_model(settings, model_dir, spec, python)
-    dataplane = DataPlane({model.name: model})
-    app = App(dataplane, settings.serve.max_body_bytes)
-    config = uvicorn.Config(
-        app,
-        host=settings.serve.host,
-        port=settings.serve.http_port,
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        log_level=settings.serve.log_level,
-        log_config=None,
-    )
-    server = uvicorn.Server(config)
+    app = App(DataPlane({model.name: model}), settings.serve.max_body_bytes)
+    http = HttpServer(app, settings.serve.host, settings.serve.http_port)
+    try:
+        await http.start()
+    except OSError as exc:
+        raise ModelportError(f"cannot listen on {settings.serve.host}:{settings.serve.http_port}: {exc}") from exc
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     failure: list[ModelportError] = []
 
     async def load() -> None:
@@ -113,14 +110,16 @@ async def run_server(settings: Settings) -> int:
         except ModelportError as exc:
             failure.append(exc)
             log.error("model '%s' failed to load: %s", model.name, exc.message)
-            server.should_exit = True
+            stop.set()
             return
         log.info("model '%s' ready in %.2f s (launch to ready)", model.name, time.perf_counter() - started)
 
     loader = asyncio.create_task(load())
     try:
-        await server.serve()
+        await stop.wait()
+        log.info("shutting down")
     finally:
+        await http.stop()
         loader.cancel()
         await asyncio.gather(loader, return_exceptions=True)
         await model.batcher.stop()

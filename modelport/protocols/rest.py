@@ -60,25 +60,34 @@ class App:
         self.dataplane = dataplane
         self.max_body = max_body
 
+    async def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> HttpResponse:
+        """Answer one request; every error becomes a response here."""
+        try:
+            handler, params = route(method, path)
+            return await handler(self.dataplane, HttpRequest(method, path, headers, body), params)
+        except ModelportError as exc:
+            return error_response(path, exc)
+        except MethodNotAllowed as exc:
+            return HttpResponse(405, v2.encode_json({"error": str(exc)}))
+        except Exception:
+            log.exception("unexpected error on %s %s", method, path)
+            return HttpResponse(500, v2.encode_json({"error": "internal server error; see the server log"}))
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """ASGI entry point, for running under any ASGI server (``--http-server uvicorn``)."""
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
         path = scope["path"]
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            handler, params = route(scope["method"], path)
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             body = await self._read_body(headers, receive)
-            response = await handler(self.dataplane, HttpRequest(scope["method"], path, headers, body), params)
         except ModelportError as exc:
             response = error_response(path, exc)
-        except MethodNotAllowed as exc:
-            response = HttpResponse(405, v2.encode_json({"error": str(exc)}))
-        except Exception:
-            log.exception("unexpected error on %s %s", scope["method"], path)
-            response = HttpResponse(500, v2.encode_json({"error": "internal server error; see the server log"}))
+        else:
+            response = await self.handle(scope["method"], path, headers, body)
         raw_headers = [(b"content-type", response.content_type), (b"content-length", str(len(response.body)).encode())]
         raw_headers.extend((k.encode(), v.encode()) for k, v in response.headers.items())
         await send({"type": "http.response.start", "status": response.status, "headers": raw_headers})
@@ -92,7 +101,7 @@ class App:
             except ValueError as exc:
                 raise InvalidInput(f"Content-Length is not a number: {declared!r}") from exc
             if size > self.max_body:
-                raise PayloadTooLarge(_too_large(size, self.max_body))
+                raise PayloadTooLarge(too_large(size, self.max_body))
         message = await receive()
         body = message.get("body", b"")
         if not message.get("more_body"):
@@ -104,12 +113,12 @@ class App:
             chunk = message.get("body", b"")
             total += len(chunk)
             if total > self.max_body:
-                raise PayloadTooLarge(_too_large(total, self.max_body))
+                raise PayloadTooLarge(too_large(total, self.max_body))
             chunks.append(chunk)
         return b"".join(chunks)
 
 
-def _too_large(size: int, limit: int) -> str:
+def too_large(size: int, limit: int) -> str:
     return f"request body of {size} bytes is over the limit of {limit} bytes (--max-body-bytes)"
 
 
