@@ -74,7 +74,7 @@ class App:
             return HttpResponse(500, v2.encode_json({"error": "internal server error; see the server log"}))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """ASGI entry point, for running under any ASGI server (``--http-server uvicorn``)."""
+        """ASGI entry point, so the same app runs under any ASGI server (and httpx in tests)."""
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
