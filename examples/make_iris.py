@@ -15,15 +15,15 @@ from sklearn.linear_model import LogisticRegression
 
 def main(dest: str) -> None:
     iris = load_iris(as_frame=True)
-    X = iris.data.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
-    model = LogisticRegression(max_iter=500).fit(X, iris.target)
+    features = iris.data.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    model = LogisticRegression(max_iter=500).fit(features, iris.target)
     out = Path(dest)
     shutil.rmtree(out, ignore_errors=True)
-    example = X.head(2)
+    example = features.head(2)
     mlflow.sklearn.save_model(
         model,
         out,
-        signature=infer_signature(X, model.predict(X)),
+        signature=infer_signature(features, model.predict(features)),
         input_example=example,
         # Inference would also list whatever the saving process had imported (pytest, torch...).
         pip_requirements=[

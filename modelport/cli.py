@@ -40,7 +40,9 @@ def _storage_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("uri")
     p.add_argument("dest")
     p.add_argument("--cache-dir", dest="cache_dir")
-    p = sub.add_parser("storage-initializer", help="KServe storage-initializer contract: SRC DEST [SRC DEST ...]")
+    p = sub.add_parser(
+        "storage-initializer", help="KServe storage-initializer contract: SRC DEST [SRC DEST ...]"
+    )
     p.add_argument("pairs", nargs="+")
 
 

@@ -61,7 +61,11 @@ class ServedModel:
                 raise InvalidInput(f"unknown output(s) {unknown}; the model returns {list(by_name)}")
             outputs = [by_name[n] for n in request.outputs]
         return InferenceResponse(
-            model_name=self.name, model_version=self.version, id=request.id, outputs=outputs, parameters=params
+            model_name=self.name,
+            model_version=self.version,
+            id=request.id,
+            outputs=outputs,
+            parameters=params,
         )
 
     async def invocations(self, body: bytes, content_type: str | None) -> RawResponse:
@@ -114,7 +118,9 @@ class ServedModel:
             arrays = [(n, _cast(n, a, columns[n])) if n in columns else (n, a) for n, a in arrays]
         rows = {len(a) if a.ndim else 1 for _, a in arrays}
         if len(rows) > 1:
-            raise InvalidInput(f"input columns have different lengths {sorted(rows)}; a table needs one length")
+            raise InvalidInput(
+                f"input columns have different lengths {sorted(rows)}; a table needs one length"
+            )
         return PredictCall(arrays, "frame", self._params(request), rows.pop())
 
     def _tensor_call(self, request: InferenceRequest) -> PredictCall:
@@ -165,7 +171,6 @@ class ServedModel:
             tensors.append(Tensor(name, datatype, list(arr.shape), arr, params))
         return tensors
 
-
     def _output_name(self, index: int) -> str:
         return self._output_names[index] if index < len(self._output_names) else f"output-{index}"
 
@@ -207,7 +212,9 @@ def _as_text(name: str, arr: np.ndarray) -> np.ndarray:
     try:
         out[:] = [v.decode() if isinstance(v, bytes) else v for v in arr]
     except UnicodeDecodeError as exc:
-        raise InvalidInput(f"input column '{name}' is a string column but holds bytes that are not UTF-8") from exc
+        raise InvalidInput(
+            f"input column '{name}' is a string column but holds bytes that are not UTF-8"
+        ) from exc
     return out
 
 

@@ -57,7 +57,12 @@ async def build_model(settings: Settings, model_dir: Path, spec: ModelSpec, pyth
         if rewritten is None:
             return str(model_dir)
         shadow = shadow_model_dir(model_dir, rewritten, settings.cache_dir / "compat")
-        log.info("MLmodel rewritten for mlflow %s (saved by %s): loading from %s", mlflow_version, spec.mlflow_version, shadow)
+        log.info(
+            "MLmodel rewritten for mlflow %s (saved by %s): loading from %s",
+            mlflow_version,
+            spec.mlflow_version,
+            shadow,
+        )
         return str(shadow)
 
     pool = WorkerPool(python, serve.workers, prepare_load, load_timeout=serve.load_timeout_s)
@@ -70,8 +75,11 @@ async def build_model(settings: Settings, model_dir: Path, spec: ModelSpec, pyth
     batcher.enabled = batching_enabled(serve.batch.mode, spec)
     log.info(
         "model '%s' (%s flavor): adaptive batching %s",
-        name, spec.primary_flavor,
-        f"on (max {serve.batch.max_size} rows, max wait {serve.batch.max_wait_ms} ms)" if batcher.enabled else "off",
+        name,
+        spec.primary_flavor,
+        f"on (max {serve.batch.max_size} rows, max wait {serve.batch.max_wait_ms} ms)"
+        if batcher.enabled
+        else "off",
     )
     return ServedModel(name, spec, pool, batcher)
 
@@ -97,7 +105,9 @@ async def run_server(settings: Settings) -> int:
     try:
         await http.start()
     except OSError as exc:
-        raise ModelportError(f"cannot listen on {settings.serve.host}:{settings.serve.http_port}: {exc}") from exc
+        raise ModelportError(
+            f"cannot listen on {settings.serve.host}:{settings.serve.http_port}: {exc}"
+        ) from exc
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,6 +129,7 @@ async def run_server(settings: Settings) -> int:
         await stop.wait()
         log.info("shutting down")
     finally:
+        model.pool.begin_shutdown()
         await http.stop()
         loader.cancel()
         await asyncio.gather(loader, return_exceptions=True)

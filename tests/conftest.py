@@ -60,7 +60,18 @@ def start_server(
     """Run ``python -m modelport serve`` on a free loopback port; wait for readiness."""
     port = free_port()
     log_path = tmp / f"modelport-{port}.log"
-    cmd = [sys.executable, "-m", "modelport", "serve", str(model), "--host", "127.0.0.1", "--http-port", str(port), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "modelport",
+        "serve",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(port),
+        *args,
+    ]
     full_env = {**os.environ, "MODELPORT_CACHE_DIR": str(tmp / "cache"), **(env or {})}
     with log_path.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
@@ -97,9 +108,9 @@ def iris_frame():  # type: ignore[no-untyped-def]
     import pandas as pd
     from sklearn.datasets import load_iris
 
-    X = load_iris(as_frame=True).data
-    X.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-    return pd.DataFrame(X.to_numpy()[::10], columns=X.columns)
+    data = load_iris(as_frame=True).data
+    data.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    return pd.DataFrame(data.to_numpy()[::10], columns=data.columns)
 
 
 CUSTOM_MODEL_CODE = textwrap.dedent(
@@ -146,7 +157,9 @@ def custom_model(models_dir: Path) -> Path:
 
         inferred = infer_signature(example, model.predict(None, example, params), params)
         # "bonus" may be left out: optional, the way MLflow >= 2.10 writes it ("required": false).
-        inputs = Schema([ColSpec("string", "name"), ColSpec("double", "x"), ColSpec("double", "bonus", required=False)])
+        inputs = Schema(
+            [ColSpec("string", "name"), ColSpec("double", "x"), ColSpec("double", "bonus", required=False)]
+        )
         signature = ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
         path = models_dir / "greeter"
         mlflow.pyfunc.save_model(

@@ -22,8 +22,25 @@ def settings_for(argv: list[str], environ: dict[str, str] | None = None):  # typ
 
 
 def test_kserve_spellings_are_accepted() -> None:
-    s = settings_for(["serve", "--model_name", "m", "--model_dir", "/mnt/models", "--http_port", "9000", "--grpc_port", "9001"])
-    assert (s.serve.model_name, s.serve.model_uri, s.serve.http_port, s.serve.grpc_port) == ("m", "/mnt/models", 9000, 9001)
+    s = settings_for(
+        [
+            "serve",
+            "--model_name",
+            "m",
+            "--model_dir",
+            "/mnt/models",
+            "--http_port",
+            "9000",
+            "--grpc_port",
+            "9001",
+        ]
+    )
+    assert (s.serve.model_name, s.serve.model_uri, s.serve.http_port, s.serve.grpc_port) == (
+        "m",
+        "/mnt/models",
+        9000,
+        9001,
+    )
 
 
 def test_flags_win_over_environment_which_wins_over_defaults() -> None:
@@ -52,7 +69,9 @@ def test_flattened_layout_fails_before_serving(torch_model: Path, tmp_path: Path
     port = free_port()
     proc = subprocess.run(
         [sys.executable, "-m", "modelport", "serve", str(flat), "--http-port", str(port)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "data/model.pth" in proc.stderr and "flattened" in proc.stderr
@@ -71,7 +90,9 @@ def test_body_over_the_limit_is_413(iris_model: Path, tmp_path: Path) -> None:
             yield b"x" * 800
             yield b"x" * 800
 
-        resp = httpx.post(f"{server.base}/invocations", content=chunks(), headers={"content-type": "application/json"})
+        resp = httpx.post(
+            f"{server.base}/invocations", content=chunks(), headers={"content-type": "application/json"}
+        )
         assert resp.status_code == 413
     finally:
         server.stop()

@@ -30,7 +30,9 @@ def as_mlflow_29(model: Path, dest: Path) -> Path:
     return dest
 
 
-def test_optional_written_by_mlflow_29_is_served_by_current_mlflow(custom_model: Path, tmp_path: Path) -> None:
+def test_optional_written_by_mlflow_29_is_served_by_current_mlflow(
+    custom_model: Path, tmp_path: Path
+) -> None:
     old = as_mlflow_29(custom_model, tmp_path / "old")
     before = (old / "MLmodel").read_bytes()
     server = start_server(old, "--name", "greeter", tmp=tmp_path)

@@ -45,10 +45,14 @@ def element_count(shape: list[int]) -> int:
 
 def _check_shape(name: str, shape: list[int]) -> None:
     if any((not isinstance(d, int)) or d < 0 for d in shape):
-        raise InvalidInput(f"input '{name}' has an invalid shape {shape}: dimensions must be non-negative integers")
+        raise InvalidInput(
+            f"input '{name}' has an invalid shape {shape}: dimensions must be non-negative integers"
+        )
 
 
-def decode_json_tensor(name: str, datatype: str, shape: list[int], data: Any, parameters: dict[str, Any]) -> Tensor:
+def decode_json_tensor(
+    name: str, datatype: str, shape: list[int], data: Any, parameters: dict[str, Any]
+) -> Tensor:
     """A V2 input whose data came in the JSON body."""
     _check_shape(name, shape)
     count = element_count(shape)
@@ -61,7 +65,9 @@ def decode_json_tensor(name: str, datatype: str, shape: list[int], data: Any, pa
         return Tensor(name, datatype, shape, arr.reshape(shape), parameters)
     dtype = NUMPY_OF.get(datatype)
     if dtype is None:
-        raise InvalidInput(f"input '{name}' has unknown datatype {datatype!r}; expected one of {', '.join([*NUMPY_OF, 'BYTES'])}")
+        raise InvalidInput(
+            f"input '{name}' has unknown datatype {datatype!r}; expected one of {', '.join([*NUMPY_OF, 'BYTES'])}"
+        )
     try:
         arr = np.asarray(data, dtype=dtype)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -75,7 +81,9 @@ def decode_json_tensor(name: str, datatype: str, shape: list[int], data: Any, pa
     return Tensor(name, datatype, shape, arr.reshape(shape), parameters)
 
 
-def decode_binary_tensor(name: str, datatype: str, shape: list[int], raw: memoryview, parameters: dict[str, Any]) -> Tensor:
+def decode_binary_tensor(
+    name: str, datatype: str, shape: list[int], raw: memoryview, parameters: dict[str, Any]
+) -> Tensor:
     """A V2 input sent with the binary tensor data extension."""
     _check_shape(name, shape)
     count = element_count(shape)
@@ -85,7 +93,9 @@ def decode_binary_tensor(name: str, datatype: str, shape: list[int], raw: memory
         except ValueError as exc:
             raise InvalidInput(f"input '{name}': malformed binary BYTES data: {exc}") from exc
         if len(items) != count:
-            raise InvalidInput(f"input '{name}' has {len(items)} elements but its shape {shape} needs {count}")
+            raise InvalidInput(
+                f"input '{name}' has {len(items)} elements but its shape {shape} needs {count}"
+            )
         arr = np.empty(count, dtype=object)
         arr[:] = [_bytes_item(name, v, parameters) for v in items]
         return Tensor(name, datatype, shape, arr.reshape(shape), parameters)

@@ -45,7 +45,9 @@ def render(response: HttpResponse, keep_alive: bool) -> bytes:
 class Pending:
     __slots__ = ("method", "path", "headers", "body", "keep_alive", "error")
 
-    def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes, keep_alive: bool, error: Any) -> None:
+    def __init__(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, keep_alive: bool, error: Any
+    ) -> None:
         self.method = method
         self.path = path
         self.headers = headers
@@ -180,7 +182,11 @@ class HttpServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: HttpProtocol(self.app, self.connections), self.host, self.port, backlog=2048, reuse_address=True
+            lambda: HttpProtocol(self.app, self.connections),
+            self.host,
+            self.port,
+            backlog=2048,
+            reuse_address=True,
         )
         log.info("listening on http://%s:%d", self.host, self.port)
 

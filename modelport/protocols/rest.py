@@ -16,6 +16,7 @@ from modelport.protocols.messages import Handler, HttpRequest, HttpResponse, Met
 
 log = logging.getLogger("modelport.http")
 
+
 def route(method: str, path: str) -> tuple[Handler, dict[str, Any]]:
     """Map a method and path to a handler and its path parameters."""
     static = STATIC_ROUTES.get(path)
@@ -25,9 +26,9 @@ def route(method: str, path: str) -> tuple[Handler, dict[str, Any]]:
             raise MethodNotAllowed(f"{method} is not allowed on {path}")
         return handler, {}
     if path.startswith("/v2/models/"):
-        return v2.route(method, path[len("/v2/models/"):])
+        return v2.route(method, path[len("/v2/models/") :])
     if path.startswith("/v1/models/"):
-        return v1.route(method, path[len("/v1/models/"):])
+        return v1.route(method, path[len("/v1/models/") :])
     raise ModelNotFound(f"no endpoint at {path}")
 
 
@@ -88,7 +89,10 @@ class App:
             response = error_response(path, exc)
         else:
             response = await self.handle(scope["method"], path, headers, body)
-        raw_headers = [(b"content-type", response.content_type), (b"content-length", str(len(response.body)).encode())]
+        raw_headers = [
+            (b"content-type", response.content_type),
+            (b"content-length", str(len(response.body)).encode()),
+        ]
         raw_headers.extend((k.encode(), v.encode()) for k, v in response.headers.items())
         await send({"type": "http.response.start", "status": response.status, "headers": raw_headers})
         await send({"type": "http.response.body", "body": response.body})

@@ -58,9 +58,13 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferenceReq
         try:
             n = int(header_length)
         except ValueError as exc:
-            raise InvalidInput(f"Inference-Header-Content-Length is not an integer: {header_length!r}") from exc
+            raise InvalidInput(
+                f"Inference-Header-Content-Length is not an integer: {header_length!r}"
+            ) from exc
         if not 0 < n <= len(body):
-            raise InvalidInput(f"Inference-Header-Content-Length {n} does not fit a body of {len(body)} bytes")
+            raise InvalidInput(
+                f"Inference-Header-Content-Length {n} does not fit a body of {len(body)} bytes"
+            )
         json_part, binary = memoryview(body)[:n], memoryview(body)[n:]
     try:
         req = _decoder.decode(json_part)
@@ -77,9 +81,13 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferenceReq
         size = params.get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise InvalidInput(f"input '{inp.name}': binary_data_size {size!r} runs past the binary data sent")
+                raise InvalidInput(
+                    f"input '{inp.name}': binary_data_size {size!r} runs past the binary data sent"
+                )
             tensors.append(
-                decode_binary_tensor(inp.name, inp.datatype, inp.shape, binary[offset : offset + size], params)
+                decode_binary_tensor(
+                    inp.name, inp.datatype, inp.shape, binary[offset : offset + size], params
+                )
             )
             offset += size
         elif inp.data is msgspec.UNSET:
@@ -154,7 +162,9 @@ def route(method: str, rest: str) -> tuple[Handler, dict[str, Any]]:
         params = {"name": parts[0], "version": None}
     else:
         raise ModelNotFound(f"no endpoint at /v2/models/{rest}")
-    handler, allowed = {"": (model_metadata, "GET"), "ready": (model_ready, "GET"), "infer": (infer, "POST")}[action]
+    handler, allowed = {"": (model_metadata, "GET"), "ready": (model_ready, "GET"), "infer": (infer, "POST")}[
+        action
+    ]
     if method != allowed:
         raise MethodNotAllowed(f"{method} is not allowed on /v2/models/{rest}")
     return handler, params

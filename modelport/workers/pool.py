@@ -71,8 +71,14 @@ class WorkerPool:
         warm = reply.get("warm_up_s")
         log.info(
             "worker %d (pid %s, python %s, mlflow %s) loaded the model in %.2f s%s%s",
-            worker.index, hello.get("pid"), hello.get("python"), hello.get("mlflow"), reply.get("load_s", 0.0),
-            f", warm-up prediction {warm * 1000:.1f} ms" if warm is not None else ", no input example to warm up",
+            worker.index,
+            hello.get("pid"),
+            hello.get("python"),
+            hello.get("mlflow"),
+            reply.get("load_s", 0.0),
+            f", warm-up prediction {warm * 1000:.1f} ms"
+            if warm is not None
+            else ", no input example to warm up",
             ", verified sklearn fast path on" if reply.get("fast_path") else "",
         )
 
@@ -89,7 +95,9 @@ class WorkerPool:
                     backoff = 0.5
                     break
                 except ModelportError as exc:
-                    log.error("restarting worker %d failed: %s; retrying in %.1f s", worker.index, exc, backoff)
+                    log.error(
+                        "restarting worker %d failed: %s; retrying in %.1f s", worker.index, exc, backoff
+                    )
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)
 
@@ -102,7 +110,9 @@ class WorkerPool:
                 try:
                     await asyncio.wait_for(w.request({"op": "ping"}), self.ping_timeout)
                 except asyncio.TimeoutError:
-                    log.error("worker %d did not answer a ping in %.0f s; killing it", w.index, self.ping_timeout)
+                    log.error(
+                        "worker %d did not answer a ping in %.0f s; killing it", w.index, self.ping_timeout
+                    )
                     w.kill()
                 except ModelportError:
                     pass
@@ -115,6 +125,10 @@ class WorkerPool:
 
     async def request(self, header: dict[str, Any], buffers: Sequence[Any] = ()) -> Reply:
         return await self.pick().request(header, buffers)
+
+    def begin_shutdown(self) -> None:
+        """From now on a worker that exits is not restarted (its exit is part of shutting down)."""
+        self._closing = True
 
     async def stop(self) -> None:
         self._closing = True

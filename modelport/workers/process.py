@@ -25,8 +25,7 @@ log = logging.getLogger("modelport.workers")
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "_runtime"
 BOOTSTRAP = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from modelport_worker.main import main; main(sys.argv[2:])"
+    "import sys; sys.path.insert(0, sys.argv[1]); from modelport_worker.main import main; main(sys.argv[2:])"
 )
 
 Reply = tuple[dict[str, Any], list[memoryview]]
@@ -59,7 +58,12 @@ class WorkerProcess:
         self._hello = loop.create_future()
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                self.python, "-I", "-c", BOOTSTRAP, str(RUNTIME_DIR), str(child.fileno()),
+                self.python,
+                "-I",
+                "-c",
+                BOOTSTRAP,
+                str(RUNTIME_DIR),
+                str(child.fileno()),
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C on the server reaches the server, which stops workers
@@ -127,7 +131,9 @@ class WorkerProcess:
         for fut in self.pending.values():
             if not fut.done():
                 fut.set_exception(
-                    WorkerCrashed(f"the model worker {how} while handling this request; it is being restarted")
+                    WorkerCrashed(
+                        f"the model worker {how} while handling this request; it is being restarted"
+                    )
                 )
         self.pending.clear()
         if self._hello is not None and not self._hello.done():

@@ -57,7 +57,9 @@ def test_nested_json_data_and_shape_checks() -> None:
 def test_bytes_json_binary_and_content_types() -> None:
     t = codecs.decode_json_tensor("s", "BYTES", [2], ["a", "zoë"], {"content_type": "str"})
     assert t.data.tolist() == ["a", "zoë"]
-    b64 = codecs.decode_json_tensor("b", "BYTES", [1], [base64.b64encode(b"\x00\xff").decode()], {"content_type": "base64"})
+    b64 = codecs.decode_json_tensor(
+        "b", "BYTES", [1], [base64.b64encode(b"\x00\xff").decode()], {"content_type": "base64"}
+    )
     assert b64.data.tolist() == [b"\x00\xff"]
     with pytest.raises(InvalidInput, match="invalid base64"):
         codecs.decode_json_tensor("b", "BYTES", [1], ["%%%"], {"content_type": "base64"})
@@ -66,7 +68,9 @@ def test_bytes_json_binary_and_content_types() -> None:
     assert back.data.tolist() == ["a", "zoë"]
     with pytest.raises(InvalidInput, match="malformed binary BYTES"):
         codecs.decode_binary_tensor("s", "BYTES", [1], memoryview(b"\x09\x00\x00\x00ab"), {})
-    assert codecs.encode_json_data(np.array([b"\xff\xfe"], dtype=object)) == [base64.b64encode(b"\xff\xfe").decode()]
+    assert codecs.encode_json_data(np.array([b"\xff\xfe"], dtype=object)) == [
+        base64.b64encode(b"\xff\xfe").decode()
+    ]
 
 
 def test_binary_size_must_match_shape() -> None:
@@ -107,7 +111,9 @@ def test_bad_header_length(length: str, needle: str) -> None:
 
 
 def test_binary_sizes_must_add_up() -> None:
-    header = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 4}}]}
+    header = {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 4}}]
+    }
     body, length = _binary_body(header, b"\x00" * 8)
     with pytest.raises(InvalidInput, match="no input claims"):
         v2.decode_request(body, length)
@@ -124,7 +130,15 @@ def test_response_json_and_binary() -> None:
     assert v2.msgspec.json.decode(body) == {
         "model_name": "m",
         "id": "7",
-        "outputs": [{"name": "y", "datatype": "FP64", "shape": [2], "data": [1.0, 2.0], "parameters": {"content_type": "np"}}],
+        "outputs": [
+            {
+                "name": "y",
+                "datatype": "FP64",
+                "shape": [2],
+                "data": [1.0, 2.0],
+                "parameters": {"content_type": "np"},
+            }
+        ],
     }
     body, headers = v2.encode_response(resp, {"*": True})
     n = int(headers["inference-header-content-length"])

@@ -39,7 +39,11 @@ def _exchange(port: int, raw: bytes, expect: int = 1) -> bytes:
 
 
 def test_keep_alive_and_pipelining_answer_in_order() -> None:
-    raw = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n" + b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n" + b"GET /v2 HTTP/1.1\r\nHost: x\r\n\r\n"
+    raw = (
+        b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+        + b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+        + b"GET /v2 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     data = asyncio.run(_with_server(lambda port: _exchange(port, raw, expect=3)))
     statuses = re.findall(rb"HTTP/1\.1 (\d{3})", data)
     assert statuses == [b"200", b"404", b"200"]
@@ -88,7 +92,10 @@ def test_not_ready_without_models() -> None:
     assert asyncio.run(_with_server(check)) == (503, 503)
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/v2/health/live", 200), ("DELETE", "/v2", 405), ("GET", "/x", 404)])
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/v2/health/live", 200), ("DELETE", "/v2", 405), ("GET", "/x", 404)],
+)
 def test_same_app_under_asgi(method: str, path: str, status: int) -> None:
     async def main() -> int:
         transport = httpx.ASGITransport(app=App(DataPlane(), 1000))

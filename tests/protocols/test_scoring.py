@@ -39,7 +39,9 @@ def oracle(model_path: Path, body: str, content_type: str) -> object:
 )
 def test_json_formats_equal_mlflow(iris_server, iris_model: Path, payload: dict) -> None:  # type: ignore[no-untyped-def]
     body = json.dumps(payload)
-    resp = httpx.post(f"{iris_server.base}/invocations", content=body, headers={"content-type": "application/json"})
+    resp = httpx.post(
+        f"{iris_server.base}/invocations", content=body, headers={"content-type": "application/json"}
+    )
     assert resp.status_code == 200, resp.text
     assert resp.json() == oracle(iris_model, body, "application/json")
     assert len(resp.json()["predictions"]) == 3
@@ -58,7 +60,9 @@ def test_params_and_dataframe_output(custom_server, custom_model: Path) -> None:
         "params": {"scale": 2.0, "prefix": "yo"},
     }
     body = json.dumps(payload)
-    resp = httpx.post(f"{custom_server.base}/invocations", content=body, headers={"content-type": "application/json"})
+    resp = httpx.post(
+        f"{custom_server.base}/invocations", content=body, headers={"content-type": "application/json"}
+    )
     assert resp.status_code == 200, resp.text
     expected = oracle(custom_model, body, "application/json")
     assert resp.json() == expected

@@ -17,7 +17,9 @@ ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 
 
 def expected(model: Path) -> list:
-    return np.asarray(mlflow.pyfunc.load_model(str(model)).predict(pd.DataFrame(ROWS, columns=COLUMNS))).tolist()
+    return np.asarray(
+        mlflow.pyfunc.load_model(str(model)).predict(pd.DataFrame(ROWS, columns=COLUMNS))
+    ).tolist()
 
 
 def test_model_status_and_listing(iris_server) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,8 @@ COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 def column_inputs(frame: pd.DataFrame) -> list[dict]:
     return [
-        {"name": c, "datatype": "FP64", "shape": [len(frame)], "data": frame[c].tolist()} for c in frame.columns
+        {"name": c, "datatype": "FP64", "shape": [len(frame)], "data": frame[c].tolist()}
+        for c in frame.columns
     ]
 
 
@@ -56,7 +57,9 @@ def test_infer_by_columns_equals_pyfunc(iris_server, iris_model: Path, iris_fram
     assert out["name"] == meta["outputs"][0]["name"]
 
 
-def test_infer_one_2d_tensor_maps_columns_by_position(iris_server, iris_model: Path, iris_frame: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+def test_infer_one_2d_tensor_maps_columns_by_position(
+    iris_server, iris_model: Path, iris_frame: pd.DataFrame
+) -> None:  # type: ignore[no-untyped-def]
     expected = mlflow.pyfunc.load_model(str(iris_model)).predict(iris_frame)
     x = iris_frame.to_numpy()
     body = {"inputs": [{"name": "x", "datatype": "FP64", "shape": list(x.shape), "data": x.ravel().tolist()}]}
@@ -83,13 +86,31 @@ def test_versioned_paths(iris_server) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     ("body", "status", "needle"),
     [
-        ({"inputs": [{"name": "sepal_length", "datatype": "BYTES", "shape": [1], "data": ["a"]}]}, 400, "missing required input column"),
         (
-            {"inputs": [{"name": c, "datatype": "BYTES" if c == "sepal_width" else "FP64", "shape": [1], "data": ["x" if c == "sepal_width" else 1.0]} for c in COLUMNS]},
+            {"inputs": [{"name": "sepal_length", "datatype": "BYTES", "shape": [1], "data": ["a"]}]},
+            400,
+            "missing required input column",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": c,
+                        "datatype": "BYTES" if c == "sepal_width" else "FP64",
+                        "shape": [1],
+                        "data": ["x" if c == "sepal_width" else 1.0],
+                    }
+                    for c in COLUMNS
+                ]
+            },
             400,
             "'sepal_width' has datatype BYTES",
         ),
-        ({"inputs": [{"name": "sepal_length", "datatype": "FP64", "shape": [3], "data": [1.0]}]}, 400, "has 1 elements but its shape [3] needs 3"),
+        (
+            {"inputs": [{"name": "sepal_length", "datatype": "FP64", "shape": [3], "data": [1.0]}]},
+            400,
+            "has 1 elements but its shape [3] needs 3",
+        ),
         ({"inputs": [{"name": "a", "datatype": "FP99", "shape": [1], "data": [1]}]}, 400, "unknown datatype"),
         ({"inputs": []}, 400, "'inputs' is empty"),
         ({"outputs": []}, 400, "inputs"),
@@ -123,7 +144,13 @@ def test_custom_pyfunc_strings_params_and_optional_column(custom_server, custom_
     body = {
         "parameters": params,
         "inputs": [
-            {"name": "name", "datatype": "BYTES", "shape": [2], "data": ["ann", "bo"], "parameters": {"content_type": "str"}},
+            {
+                "name": "name",
+                "datatype": "BYTES",
+                "shape": [2],
+                "data": ["ann", "bo"],
+                "parameters": {"content_type": "str"},
+            },
             {"name": "x", "datatype": "FP64", "shape": [2], "data": [1.5, -2.0]},
         ],
     }
@@ -165,9 +192,13 @@ def test_torch_tensor_model(torch_server, torch_model: Path) -> None:  # type: i
 def test_torch_fp16_is_widened_and_wrong_shape_or_lossy_type_refused(torch_server) -> None:  # type: ignore[no-untyped-def]
     ok = {"inputs": [{"name": "input-0", "datatype": "FP16", "shape": [1, 4], "data": [0.5, 0.25, 1.0, 2.0]}]}
     assert infer(torch_server, ok, model="torch").status_code == 200
-    bad_shape = {"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1, 3], "data": [1.0, 2.0, 3.0]}]}
+    bad_shape = {
+        "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1, 3], "data": [1.0, 2.0, 3.0]}]
+    }
     resp = infer(torch_server, bad_shape, model="torch")
     assert resp.status_code == 400 and "shape [1, 3]" in resp.json()["error"]
-    lossy = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]}]}
+    lossy = {
+        "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]}]
+    }
     resp = infer(torch_server, lossy, model="torch")
     assert resp.status_code == 400 and "FP32" in resp.json()["error"]

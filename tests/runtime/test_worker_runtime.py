@@ -38,7 +38,10 @@ def test_imports_only_stdlib_and_numpy_at_module_level() -> None:
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 names = [(node.module or "").split(".")[0]]
             for name in names:
-                assert name in sys.stdlib_module_names or name in ALLOWED_TOP_LEVEL or name == "__future__", (path.name, name)
+                assert name in sys.stdlib_module_names or name in ALLOWED_TOP_LEVEL or name == "__future__", (
+                    path.name,
+                    name,
+                )
 
 
 @pytest.mark.skipif(_python39() is None, reason="no Python 3.9 interpreter on this machine")

@@ -100,11 +100,20 @@ def test_outputs_that_do_not_follow_rows_are_rerun_alone() -> None:
 @pytest.mark.slow
 def test_concurrent_http_requests_each_get_their_own_answer(iris_server, iris_model: Path) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(3)
-    frames = [pd.DataFrame(rng.uniform(0, 8, (int(rng.integers(1, 5)), 4)), columns=["sepal_length", "sepal_width", "petal_length", "petal_width"]) for _ in range(64)]
+    frames = [
+        pd.DataFrame(
+            rng.uniform(0, 8, (int(rng.integers(1, 5)), 4)),
+            columns=["sepal_length", "sepal_width", "petal_length", "petal_width"],
+        )
+        for _ in range(64)
+    ]
     model = mlflow.pyfunc.load_model(str(iris_model))
 
     def one(frame: pd.DataFrame) -> list[int]:
-        inputs = [{"name": c, "datatype": "FP64", "shape": [len(frame)], "data": frame[c].tolist()} for c in frame.columns]
+        inputs = [
+            {"name": c, "datatype": "FP64", "shape": [len(frame)], "data": frame[c].tolist()}
+            for c in frame.columns
+        ]
         resp = httpx.post(f"{iris_server.base}/v2/models/iris/infer", json={"inputs": inputs}, timeout=30)
         assert resp.status_code == 200, resp.text
         return resp.json()["outputs"][0]["data"]

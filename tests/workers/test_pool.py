@@ -16,7 +16,7 @@ from tests.conftest import start_server
 pytestmark = pytest.mark.slow
 
 CRASHER = textwrap.dedent(
-    '''
+    """
     import os, time
     import pandas as pd
     import mlflow.pyfunc
@@ -29,7 +29,7 @@ CRASHER = textwrap.dedent(
                 time.sleep(0.5)
                 os._exit(3)
             return pd.DataFrame({"y": model_input["x"] * 2})
-    '''
+    """
 )
 
 
@@ -47,8 +47,11 @@ def crasher_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         path = root / "model"
         example = pd.DataFrame({"x": [1.0]})
         mlflow.pyfunc.save_model(
-            path, python_model=crasher_model.Crasher(), input_example=example,
-            code_paths=[str(root / "crasher_model.py")], pip_requirements=["mlflow"],
+            path,
+            python_model=crasher_model.Crasher(),
+            input_example=example,
+            code_paths=[str(root / "crasher_model.py")],
+            pip_requirements=["mlflow"],
         )
     finally:
         sys.path.remove(str(root))

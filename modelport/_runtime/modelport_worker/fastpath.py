@@ -72,7 +72,11 @@ class SklearnFastPath:
                 expected = np.asarray(pyfunc_model.predict(frame))
                 arrays = [(n, frame[n].to_numpy().astype(d)) for n, d in zip(self.names, self.dtypes)]
                 got = np.asarray(self.predict(arrays))
-                if expected.shape != got.shape or expected.dtype != got.dtype or not np.array_equal(expected, got):
+                if (
+                    expected.shape != got.shape
+                    or expected.dtype != got.dtype
+                    or not np.array_equal(expected, got)
+                ):
                     return False
         except Exception:
             return False

@@ -63,7 +63,10 @@ def _reader(channel: Channel, work: "queue.Queue[Any]") -> None:
 
 def serve(fd: int) -> None:
     channel = Channel(fd)
-    channel.send({"op": "hello", "pid": os.getpid(), **_versions()}, [])
+    try:
+        channel.send({"op": "hello", "pid": os.getpid(), **_versions()}, [])
+    except OSError:
+        return  # the server went away before we started: nothing to serve
     work: "queue.Queue[Any]" = queue.Queue()
     threading.Thread(target=_reader, args=(channel, work), daemon=True).start()
     model: Optional[LoadedModel] = None
@@ -77,7 +80,10 @@ def serve(fd: int) -> None:
             if op == "load":
                 model = LoadedModel(header["path"])
                 warm = model.warm_up() if header.get("warm_up", True) else None
-                reply, out = {"load_s": model.load_s, "warm_up_s": warm, "fast_path": model.fast is not None}, []
+                reply, out = (
+                    {"load_s": model.load_s, "warm_up_s": warm, "fast_path": model.fast is not None},
+                    [],
+                )
             elif model is None:
                 raise WorkerError("model_not_ready", "the model is not loaded yet")
             elif op == "predict":

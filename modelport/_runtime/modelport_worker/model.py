@@ -57,7 +57,8 @@ class LoadedModel:
             except Exception as exc:
                 traceback.print_exc()
                 raise WorkerError(
-                    "model_load_error", f"warm-up prediction on the saved input example failed: {_describe(exc)}"
+                    "model_load_error",
+                    f"warm-up prediction on the saved input example failed: {_describe(exc)}",
                 ) from exc
         elapsed = time.perf_counter() - started
         self.fast = fastpath.build(self.model, example)
