@@ -136,8 +136,8 @@ class ServedModel:
             return PredictCall([(inputs[0].name, arr)], "single", self._params(request), _rows(arr))
         arrays = []
         for t in inputs:
-            spec = specs.get(t.name)
-            arrays.append((t.name, _check_tensor(t.name, t.data, spec) if spec else t.data))
+            named = specs.get(t.name)
+            arrays.append((t.name, _check_tensor(t.name, t.data, named) if named else t.data))
         missing = [n for n, f in specs.items() if n and f.required and n not in {t.name for t in inputs}]
         if missing:
             raise InvalidInput(f"missing required input tensor(s) {missing}")

@@ -22,6 +22,7 @@ from modelport.protocols.httpserver import HttpServer
 from modelport.protocols.rest import App
 from modelport.settings import Settings
 from modelport.storage import resolve_model
+from modelport.storage.progress import make_reporter
 from modelport.workers.batching import Batcher
 from modelport.workers.pool import WorkerPool
 
@@ -86,7 +87,7 @@ async def build_model(settings: Settings, model_dir: Path, spec: ModelSpec, pyth
 
 def prepare(settings: Settings) -> tuple[Path, ModelSpec, str]:
     """Everything that can fail before a port is opened: fetch, parse, check, environment."""
-    model_dir = resolve_model(settings.serve.model_uri, settings.storage, settings.cache_dir)
+    model_dir = resolve_model(settings.serve.model_uri, settings.storage, settings.cache_dir, make_reporter())
     spec = read_model_spec(model_dir)
     check_layout(model_dir, spec)
     if settings.serve.python:

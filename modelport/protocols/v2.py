@@ -156,6 +156,7 @@ def route(method: str, rest: str) -> tuple[Handler, dict[str, Any]]:
     action = ""
     if parts[-1] in ("ready", "infer") and len(parts) > 1:
         action = parts.pop()
+    params: dict[str, Any]
     if len(parts) == 3 and parts[1] == "versions":
         params = {"name": parts[0], "version": parts[2]}
     elif len(parts) == 1 and parts[0]:

@@ -113,7 +113,7 @@ class WorkerProcess:
                     if self._hello is not None and not self._hello.done():
                         self._hello.set_result(header)
                     continue
-                fut = self.pending.pop(header.get("id"), None)
+                fut = self.pending.pop(header.get("id", -1), None)
                 if fut is not None and not fut.done():
                     fut.set_result((header, buffers))
         except (asyncio.IncompleteReadError, ConnectionError, OSError):

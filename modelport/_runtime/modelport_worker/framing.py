@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple, Union
 
 PREFIX = struct.Struct("<II")
 LENGTH = struct.Struct("<Q")
@@ -24,15 +24,15 @@ def encode(header: dict, buffers: Buffers = ()) -> List[Any]:
     return [PREFIX.pack(len(head), len(views)) + lengths + head, *views]
 
 
-def split_prefix(prefix: bytes) -> Tuple[int, int]:
+def split_prefix(prefix: Union[bytes, bytearray]) -> Tuple[int, int]:
     return PREFIX.unpack(prefix)
 
 
-def buffer_lengths(raw: bytes, count: int) -> List[int]:
+def buffer_lengths(raw: Union[bytes, bytearray], count: int) -> List[int]:
     return [LENGTH.unpack_from(raw, i * LENGTH.size)[0] for i in range(count)]
 
 
-def decode_header(raw: bytes) -> dict:
+def decode_header(raw: Union[bytes, bytearray]) -> dict:
     return json.loads(raw)
 
 

@@ -1,0 +1,117 @@
+"""Unpack .tar, .tar.gz/.tgz and .zip archives, refusing any member that would land outside the destination.
+
+Every member is checked before anything is written: ``..``, absolute names, links pointing out, devices.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from modelport.errors import StorageError, UnsafePath
+from modelport.storage.source import safe_relpath
+
+
+def _link_inside(member_rel: str, target: str) -> bool:
+    if not target or target.startswith("/") or "\x00" in target:
+        return False
+    depth = 0
+    parts = list(PurePosixPath(member_rel).parent.parts) + target.split("/")
+    for part in parts:
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return False
+        elif part not in ("", "."):
+            depth += 1
+    return True
+
+
+def unpack_tar(archive: Path, dest: Path) -> None:
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()
+            for m in members:
+                rel = safe_relpath(m.name, what="archive member")
+                if m.issym() and not _link_inside(rel, m.linkname):
+                    raise UnsafePath(
+                        f"refusing archive member {m.name!r}: symlink points outside ({m.linkname!r})"
+                    )
+                if m.islnk():
+                    safe_relpath(m.linkname, what="archive hard link target")
+                if m.ischr() or m.isblk() or m.isfifo() or m.isdev():
+                    raise UnsafePath(f"refusing archive member {m.name!r}: device or fifo")
+            for m in members:
+                _extract_tar_member(tar, m, dest)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise StorageError(f"cannot unpack {archive.name}: {exc}") from exc
+
+
+def _extract_tar_member(tar: tarfile.TarFile, m: tarfile.TarInfo, dest: Path) -> None:
+    target = dest.joinpath(*safe_relpath(m.name).split("/"))
+    if m.isdir():
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _refuse_link_parent(target, dest, m.name)
+    if m.issym():
+        os.symlink(m.linkname, target)
+    elif m.islnk():
+        source = dest.joinpath(*safe_relpath(m.linkname).split("/"))
+        shutil.copyfile(source, target)
+    else:
+        src = tar.extractfile(m)
+        if src is None:
+            return
+        with src, open(target, "wb") as out:
+            shutil.copyfileobj(src, out, 1024 * 1024)
+        os.chmod(target, 0o755 if m.mode & 0o111 else 0o644)
+
+
+def _refuse_link_parent(target: Path, dest: Path, name: str) -> None:
+    # A member written through an earlier symlinked folder could still escape: check the real parent.
+    real_parent = os.path.realpath(target.parent)
+    real_dest = os.path.realpath(dest)
+    if os.path.commonpath([real_parent, real_dest]) != real_dest:
+        raise UnsafePath(f"refusing archive member {name!r}: it would be written through a link outside")
+
+
+def unpack_zip(archive: Path, dest: Path) -> None:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            links = {}
+            for info in infos:
+                rel = safe_relpath(info.filename, what="archive member")
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    target = zf.read(info).decode("utf-8", "replace")
+                    if not _link_inside(rel, target):
+                        raise UnsafePath(
+                            f"refusing archive member {info.filename!r}: symlink points outside ({target!r})"
+                        )
+                    links[info.filename] = target
+            for info in infos:
+                target = dest.joinpath(*safe_relpath(info.filename).split("/"))
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _refuse_link_parent(target, dest, info.filename)
+                if info.filename in links:
+                    os.symlink(links[info.filename], target)
+                    continue
+                with zf.open(info) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, 1024 * 1024)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise StorageError(f"cannot unpack {archive.name}: {exc}") from exc
+
+
+def unpack(archive: Path, kind: str, dest: Path) -> None:
+    if kind == "zip":
+        unpack_zip(archive, dest)
+    else:
+        unpack_tar(archive, dest)
