@@ -41,7 +41,9 @@ class WorkerProcess:
         self.pending: dict[int, asyncio.Future[Reply]] = {}
         self._ids = itertools.count(1)
         self._writer: asyncio.StreamWriter | None = None
+        self._ping_writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
+        self._ping_task: asyncio.Task[None] | None = None
         self._hello: asyncio.Future[dict[str, Any]] | None = None
 
     @property
@@ -53,7 +55,11 @@ class WorkerProcess:
         return len(self.pending)
 
     async def start(self, timeout: float) -> dict[str, Any]:
+        # Two socket pairs: requests (answered in order by the worker's main thread) and pings
+        # (answered by a side thread, so a long prediction does not look like a hang).
         parent, child = socket.socketpair()
+        ping_parent, ping_child = socket.socketpair()
+        fds = (child.fileno(), ping_child.fileno())
         loop = asyncio.get_running_loop()
         self._hello = loop.create_future()
         try:
@@ -63,18 +69,22 @@ class WorkerProcess:
                 "-c",
                 BOOTSTRAP,
                 str(RUNTIME_DIR),
-                str(child.fileno()),
-                pass_fds=(child.fileno(),),
+                *map(str, fds),
+                pass_fds=fds,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C on the server reaches the server, which stops workers
             )
         except OSError as exc:
             parent.close()
+            ping_parent.close()
             raise ModelNotReady(f"cannot start a worker with {self.python}: {exc}") from exc
         finally:
             child.close()
+            ping_child.close()
         reader, self._writer = await asyncio.open_unix_connection(sock=parent)
+        ping_reader, self._ping_writer = await asyncio.open_unix_connection(sock=ping_parent)
         self._reader_task = asyncio.create_task(self._read_loop(reader))
+        self._ping_task = asyncio.create_task(self._read_loop(ping_reader))
         try:
             self.hello = await asyncio.wait_for(asyncio.shield(self._hello), timeout)
         except asyncio.TimeoutError as exc:
@@ -83,16 +93,16 @@ class WorkerProcess:
         return self.hello
 
     async def request(self, header: dict[str, Any], buffers: Sequence[Any] = ()) -> Reply:
-        if not self.alive or self._writer is None:
+        writer = self._ping_writer if header.get("op") == "ping" else self._writer
+        if not self.alive or writer is None:
             raise WorkerCrashed(f"worker {self.index} is not running")
         rid = next(self._ids)
         header["id"] = rid
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self.pending[rid] = fut
-        pieces = framing.encode(header, buffers)
-        self._writer.writelines(pieces)
-        if self._writer.transport.get_write_buffer_size() > 1 << 20:
-            await self._writer.drain()
+        writer.writelines(framing.encode(header, buffers))
+        if writer.transport.get_write_buffer_size() > 1 << 20:
+            await writer.drain()
         reply, out = await fut
         if not reply.get("ok"):
             raise from_code(reply.get("code", "internal"), reply.get("message", "worker error"))
@@ -142,8 +152,7 @@ class WorkerProcess:
     async def wait(self) -> int:
         assert self.proc is not None
         code = await self.proc.wait()
-        if self._reader_task is not None:
-            await asyncio.gather(self._reader_task, return_exceptions=True)
+        await self._join_readers()
         return code
 
     def kill(self) -> None:
@@ -153,9 +162,14 @@ class WorkerProcess:
             except ProcessLookupError:
                 pass
 
+    async def _join_readers(self) -> None:
+        tasks = [t for t in (self._reader_task, self._ping_task) if t is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def stop(self, grace: float = 5.0) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        for writer in (self._writer, self._ping_writer):
+            if writer is not None:
+                writer.close()
         if self.alive and self.proc is not None:
             try:
                 self.proc.terminate()
@@ -164,8 +178,7 @@ class WorkerProcess:
                 self.kill()
         if self.proc is not None:
             await self.proc.wait()
-        if self._reader_task is not None:
-            await asyncio.gather(self._reader_task, return_exceptions=True)
+        await self._join_readers()
 
 
 def _describe_exit(code: int | None) -> str:

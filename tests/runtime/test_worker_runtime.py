@@ -69,7 +69,7 @@ def test_frames_round_trip_tensors_of_every_kind() -> None:
     with a, b:
         for piece in framing.encode(header, buffers):
             a.sendall(piece)
-        got_header, got_buffers = framing.read_frame_blocking(b)
+        got_header, got_buffers = framing.read_frame_blocking(b.makefile("rb"))
     for descr in got_header["inputs"]:
         got = tensors.unpack_array(descr, got_buffers)
         want = arrays[descr["name"]]

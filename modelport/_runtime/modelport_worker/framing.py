@@ -36,22 +36,22 @@ def decode_header(raw: Union[bytes, bytearray]) -> dict:
     return json.loads(raw)
 
 
-def read_frame_blocking(sock: Any) -> Tuple[dict, List[memoryview]]:
-    """Read one frame from a blocking socket (worker side)."""
-    head_len, count = split_prefix(_recv_exact(sock, PREFIX.size))
-    lengths = buffer_lengths(_recv_exact(sock, LENGTH.size * count), count) if count else []
-    header = decode_header(_recv_exact(sock, head_len))
-    buffers = [memoryview(_recv_exact(sock, n)) for n in lengths]
+def read_frame_blocking(stream: Any) -> Tuple[dict, List[memoryview]]:
+    """Read one frame from a buffered binary stream (worker side: ``sock.makefile("rb")``)."""
+    head_len, count = split_prefix(_read_exact(stream, PREFIX.size))
+    lengths = buffer_lengths(_read_exact(stream, LENGTH.size * count), count) if count else []
+    header = decode_header(_read_exact(stream, head_len))
+    buffers = [memoryview(_read_exact(stream, n)) for n in lengths]
     return header, buffers
 
 
-def _recv_exact(sock: Any, n: int) -> bytearray:
-    buf = bytearray(n)
+def _read_exact(stream: Any, n: int) -> bytearray:
+    buf = bytearray(n)  # writable, so arrays built on it are too
     view = memoryview(buf)
     got = 0
     while got < n:
-        k = sock.recv_into(view[got:], n - got)
-        if k == 0:
+        k = stream.readinto(view[got:])
+        if not k:
             raise EOFError("peer closed the connection")
         got += k
-    return buf  # type: ignore[return-value]  # writable, so arrays built on it are too
+    return buf

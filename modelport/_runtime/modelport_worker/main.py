@@ -1,14 +1,14 @@
-"""Worker entry point: answer frames on an inherited socket until the server goes away.
+"""Worker entry point: answer frames on two inherited sockets until the server goes away.
 
-A reader thread answers pings at once, so a long prediction never looks like a hung
-worker; everything else runs in order on the main thread.
+Requests are read and answered in order by the main thread, with no thread hand-off on
+the hot path; pings come on a second socket that a small thread answers, so a long
+prediction never looks like a hung worker.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import queue
 import socket
 import sys
 import threading
@@ -22,19 +22,19 @@ from .model import LoadedModel, WorkerError
 class Channel:
     def __init__(self, fd: int) -> None:
         self.sock = socket.socket(fileno=fd)
-        self.lock = threading.Lock()
+        # Buffered: a small frame arrives in one recv instead of one per part.
+        self.stream = self.sock.makefile("rb", buffering=1 << 16)
 
     def send(self, header: Dict[str, Any], buffers: List[Any]) -> None:
         pieces = framing.encode(header, buffers)
-        with self.lock:
-            if sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in pieces) < 65536:
-                self.sock.sendall(b"".join(pieces))  # one syscall for the common small reply
-            else:
-                for piece in pieces:
-                    self.sock.sendall(piece)
+        if sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in pieces) < 65536:
+            self.sock.sendall(b"".join(pieces))  # one syscall for the common small reply
+        else:
+            for piece in pieces:
+                self.sock.sendall(piece)
 
     def recv(self) -> Any:
-        return framing.read_frame_blocking(self.sock)
+        return framing.read_frame_blocking(self.stream)
 
 
 def _versions() -> Dict[str, Optional[str]]:
@@ -49,32 +49,28 @@ def _versions() -> Dict[str, Optional[str]]:
     return out
 
 
-def _reader(channel: Channel, work: "queue.Queue[Any]") -> None:
+def _answer_pings(channel: Channel) -> None:
     try:
         while True:
-            header, buffers = channel.recv()
-            if header.get("op") == "ping":
-                channel.send({"id": header.get("id"), "ok": True}, [])
-            else:
-                work.put((header, buffers))
+            header, _ = channel.recv()
+            channel.send({"id": header.get("id"), "ok": True}, [])
     except (EOFError, OSError):
-        work.put(None)
+        return
 
 
-def serve(fd: int) -> None:
+def serve(fd: int, ping_fd: int) -> None:
     channel = Channel(fd)
     try:
         channel.send({"op": "hello", "pid": os.getpid(), **_versions()}, [])
     except OSError:
         return  # the server went away before we started: nothing to serve
-    work: "queue.Queue[Any]" = queue.Queue()
-    threading.Thread(target=_reader, args=(channel, work), daemon=True).start()
+    threading.Thread(target=_answer_pings, args=(Channel(ping_fd),), daemon=True).start()
     model: Optional[LoadedModel] = None
     while True:
-        item = work.get()
-        if item is None:
+        try:
+            header, buffers = channel.recv()
+        except (EOFError, OSError):
             return
-        header, buffers = item
         op, rid = header.get("op"), header.get("id")
         try:
             if op == "load":
@@ -108,7 +104,7 @@ def serve(fd: int) -> None:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    serve(int(args[0]))
+    serve(int(args[0]), int(args[1]))
 
 
 if __name__ == "__main__":
