@@ -45,6 +45,21 @@ class ServedModel:
     def ready(self) -> bool:
         return self.pool.ready
 
+    @property
+    def numeric_columns(self) -> list[str] | None:
+        """The signature's column names when every column is a required number, else None."""
+        fields = list(self._columns.values())
+        if not fields or len(fields) != len(self.spec.signature.inputs):  # type: ignore[union-attr]
+            return None
+        if all(f.required and f.datatype in _NUMERIC_DATATYPES for f in fields):
+            return [f.name for f in fields if f.name]
+        return None
+
+    async def predict(self, call: PredictCall) -> PredictResult:
+        if not self.ready:
+            raise ModelNotReady(f"model '{self.name}' is not ready yet")
+        return await self.batcher.submit(call)
+
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         if not self.ready:
             raise ModelNotReady(f"model '{self.name}' is not ready yet")
@@ -106,6 +121,11 @@ class ServedModel:
             arrays = [(f.name or str(i), first.data[:, i]) for i, f in enumerate(self.spec.signature.inputs)]  # type: ignore[union-attr]
         else:
             arrays = [(t.name, t.data) for t in inputs]
+        return self.table_call(arrays, self._params(request))
+
+    def table_call(self, arrays: list[tuple[str, np.ndarray]], params: dict[str, Any] | None) -> PredictCall:
+        """Columns of one table, checked against and cast to the signature."""
+        columns = self._columns
         arrays = [(n, a[:, 0] if a.ndim == 2 and a.shape[1] == 1 else a) for n, a in arrays]
         if columns:
             given = {n for n, _ in arrays}
@@ -121,7 +141,7 @@ class ServedModel:
             raise InvalidInput(
                 f"input columns have different lengths {sorted(rows)}; a table needs one length"
             )
-        return PredictCall(arrays, "frame", self._params(request), rows.pop())
+        return PredictCall(arrays, "frame", params, rows.pop())
 
     def _tensor_call(self, request: InferenceRequest) -> PredictCall:
         sig = self.spec.signature
@@ -175,6 +195,7 @@ class ServedModel:
         return self._output_names[index] if index < len(self._output_names) else f"output-{index}"
 
 
+_NUMERIC_DATATYPES = frozenset({"FP64", "FP32", "INT64", "INT32"})
 _PROTOCOL_PARAMS = frozenset({"content_type", "headers", "binary_data_output"})
 
 

@@ -5,6 +5,7 @@ its workers, and serve every protocol on one HTTP port.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -124,6 +125,8 @@ async def run_server(settings: Settings) -> int:
             stop.set()
             return
         log.info("model '%s' ready in %.2f s (launch to ready)", model.name, time.perf_counter() - started)
+        gc.collect()
+        gc.freeze()  # start-up objects live forever: keep them out of every later collection
 
     loader = asyncio.create_task(load())
     try:

@@ -47,6 +47,31 @@ def test_json_formats_equal_mlflow(iris_server, iris_model: Path, payload: dict)
     assert len(resp.json()["predictions"]) == 3
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"dataframe_split": {"columns": COLUMNS[::-1], "data": [r[::-1] for r in IRIS_ROWS]}},
+        {"dataframe_split": {"columns": COLUMNS, "data": [[5, 3, 1, 0], [7, 3, 5, 2]]}},
+        {"dataframe_split": {"columns": COLUMNS, "data": [[5.1, None, 1.4, 0.2]]}},
+        {"dataframe_split": {"columns": COLUMNS, "index": [7], "data": [[5.1, 3.5, 1.4, 0.2]]}},
+        {"dataframe_records": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4}]},
+    ],
+    ids=["reordered-columns", "integers", "null", "index", "missing-column"],
+)
+def test_edge_cases_equal_mlflow(iris_server, iris_model: Path, payload: dict) -> None:  # type: ignore[no-untyped-def]
+    body = json.dumps(payload)
+    resp = httpx.post(
+        f"{iris_server.base}/invocations", content=body, headers={"content-type": "application/json"}
+    )
+    try:
+        expected = oracle(iris_model, body, "application/json")
+    except mlflow.exceptions.MlflowException as exc:
+        assert resp.status_code == exc.get_http_status_code(), resp.text
+        return
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == expected
+
+
 def test_csv_equals_mlflow(iris_server, iris_model: Path) -> None:  # type: ignore[no-untyped-def]
     csv = ",".join(COLUMNS) + "\n" + "\n".join(",".join(map(str, r)) for r in IRIS_ROWS) + "\n"
     resp = httpx.post(f"{iris_server.base}/invocations", content=csv, headers={"content-type": "text/csv"})
