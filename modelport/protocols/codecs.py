@@ -57,12 +57,7 @@ def decode_json_tensor(
     _check_shape(name, shape)
     count = element_count(shape)
     if datatype == "BYTES":
-        flat = _flatten(data)
-        if len(flat) != count:
-            raise InvalidInput(f"input '{name}' has {len(flat)} elements but its shape {shape} needs {count}")
-        arr = np.empty(count, dtype=object)
-        arr[:] = [_bytes_item(name, v, parameters) for v in flat]
-        return Tensor(name, datatype, shape, arr.reshape(shape), parameters)
+        return _bytes_tensor(name, shape, _flatten(data), parameters)
     dtype = NUMPY_OF.get(datatype)
     if dtype is None:
         raise InvalidInput(
@@ -92,13 +87,7 @@ def decode_binary_tensor(
             items = unpack_bytes(raw)
         except ValueError as exc:
             raise InvalidInput(f"input '{name}': malformed binary BYTES data: {exc}") from exc
-        if len(items) != count:
-            raise InvalidInput(
-                f"input '{name}' has {len(items)} elements but its shape {shape} needs {count}"
-            )
-        arr = np.empty(count, dtype=object)
-        arr[:] = [_bytes_item(name, v, parameters) for v in items]
-        return Tensor(name, datatype, shape, arr.reshape(shape), parameters)
+        return _bytes_tensor(name, shape, items, parameters)
     dtype = NUMPY_OF.get(datatype)
     if dtype is None:
         raise InvalidInput(f"input '{name}' has unknown datatype {datatype!r}")
@@ -108,6 +97,15 @@ def decode_binary_tensor(
         )
     arr = np.frombuffer(raw, dtype=dtype).reshape(shape)
     return Tensor(name, datatype, shape, arr, parameters)
+
+
+def _bytes_tensor(name: str, shape: list[int], items: list[Any], parameters: dict[str, Any]) -> Tensor:
+    count = element_count(shape)
+    if len(items) != count:
+        raise InvalidInput(f"input '{name}' has {len(items)} elements but its shape {shape} needs {count}")
+    arr = np.empty(count, dtype=object)
+    arr[:] = [_bytes_item(name, v, parameters) for v in items]
+    return Tensor(name, "BYTES", shape, arr.reshape(shape), parameters)
 
 
 def _bytes_item(name: str, value: Any, parameters: dict[str, Any]) -> Any:
