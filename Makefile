@@ -19,7 +19,7 @@ setup-test: $(PY)
 serve-example: setup
 	@echo "modelport serving examples/iris on port $(PORT); in another shell try:"
 	@echo "  curl -s -X POST localhost:$(PORT)/v2/models/iris/infer -H 'content-type: application/json' -d '{\"inputs\":[{\"name\":\"sepal_length\",\"datatype\":\"FP64\",\"shape\":[1],\"data\":[5.1]},{\"name\":\"sepal_width\",\"datatype\":\"FP64\",\"shape\":[1],\"data\":[3.5]},{\"name\":\"petal_length\",\"datatype\":\"FP64\",\"shape\":[1],\"data\":[1.4]},{\"name\":\"petal_width\",\"datatype\":\"FP64\",\"shape\":[1],\"data\":[0.2]}]}'"
-	$(VENV)/bin/modelport serve examples/iris --http-port $(PORT) --env local
+	$(VENV)/bin/modelport serve examples/iris --http-port $(PORT)
 
 test: setup-test
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -91,8 +91,6 @@ def prepare(settings: Settings) -> tuple[Path, ModelSpec, str]:
     model_dir = resolve_model(settings.serve.model_uri, settings.storage, settings.cache_dir, make_reporter())
     spec = read_model_spec(model_dir)
     check_layout(model_dir, spec)
-    if settings.serve.python:
-        return model_dir, spec, settings.serve.python
     interpreter = resolve_interpreter(model_dir, settings)
     log.info("environment: %s", interpreter.reason)
     return model_dir, spec, interpreter.python
