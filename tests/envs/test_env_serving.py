@@ -56,3 +56,39 @@ def test_served_with_and_without_isolation(
     finally:
         server.stop()
     assert (model_dir / "MLmodel").read_bytes() == before
+
+
+def test_required_written_by_new_mlflow_is_served_by_mlflow_29(
+    custom_model: Path, saving_venv_29: Path, tmp_path: Path
+) -> None:
+    """MLflow <= 2.9 raises TypeError on "required"; the worker gets an equivalent MLmodel instead."""
+    before = (custom_model / "MLmodel").read_bytes()
+    assert b'"required"' in before
+    server = start_server(
+        custom_model,
+        "--name",
+        "model",
+        "--python",
+        str(saving_venv_29),
+        "--env",
+        "local",
+        tmp=tmp_path,
+        env=uv_environ(),
+    )
+    try:
+        inputs = [
+            {"name": "name", "datatype": "BYTES", "shape": [1], "data": ["ann"]},
+            {"name": "x", "datatype": "FP64", "shape": [1], "data": [2.0]},
+        ]
+        body = {"inputs": inputs, "parameters": {"scale": 3.0}}
+        resp = httpx.post(f"{server.base}/v2/models/model/infer", json=body, timeout=60)
+        assert resp.status_code == 200, resp.text
+        assert {o["name"]: o["data"] for o in resp.json()["outputs"]} == {
+            "greeting": ["hello ann"],
+            "score": [6.0],
+        }
+        assert "mlflow 2.9.2" in server.log() and "MLmodel rewritten for mlflow 2.9.2" in server.log()
+        assert httpx.get(f"{server.base}/version").text == "2.9.2"
+    finally:
+        server.stop()
+    assert (custom_model / "MLmodel").read_bytes() == before
