@@ -60,6 +60,9 @@ def _answer_pings(channel: Channel) -> None:
 
 
 def serve(fd: int, ping_fd: int) -> None:
+    # Importing mlflow and loading a model allocate millions of objects that all live on:
+    # collecting while they pile up only costs time (2.1 -> 1.8 s for the iris model).
+    gc.disable()
     channel = Channel(fd)
     try:
         channel.send({"op": "hello", "pid": os.getpid(), **_versions()}, [])
@@ -83,8 +86,8 @@ def serve(fd: int, ping_fd: int) -> None:
                 )
                 # mlflow leaves millions of long-lived objects; without this every full
                 # collection walks them all and shows up as tens of ms in tail latency.
-                gc.collect()
                 gc.freeze()
+                gc.enable()
             elif model is None:
                 raise WorkerError("model_not_ready", "the model is not loaded yet")
             elif op == "predict":
