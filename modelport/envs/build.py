@@ -26,6 +26,7 @@ from modelport.errors import EnvironmentError_
 Progress = Callable[[str], None]
 
 _VERIFY = r"""
+import gc; gc.disable()  # nothing to collect while importing; ~15% faster
 import importlib, json, platform, sys
 import numpy, mlflow
 importlib.import_module(sys.argv[1])
