@@ -59,6 +59,7 @@ def start_server(
 ) -> Server:
     """Run ``python -m modelport serve`` on a free loopback port; wait for readiness."""
     port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"modelport-{port}.log"
     cmd = [
         sys.executable,
