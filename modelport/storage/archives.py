@@ -51,13 +51,21 @@ def unpack_tar(archive: Path, dest: Path) -> None:
         raise StorageError(f"cannot unpack {archive.name}: {exc}") from exc
 
 
-def _extract_tar_member(tar: tarfile.TarFile, m: tarfile.TarInfo, dest: Path) -> None:
-    target = dest.joinpath(*safe_relpath(m.name).split("/"))
-    if m.isdir():
+def _member_target(dest: Path, name: str, is_dir: bool) -> Path | None:
+    """Where a member lands, its folders made and checked; None for a folder member (made)."""
+    target = dest.joinpath(*safe_relpath(name).split("/"))
+    if is_dir:
         target.mkdir(parents=True, exist_ok=True)
-        return
+        return None
     target.parent.mkdir(parents=True, exist_ok=True)
-    _refuse_link_parent(target, dest, m.name)
+    _refuse_link_parent(target, dest, name)
+    return target
+
+
+def _extract_tar_member(tar: tarfile.TarFile, m: tarfile.TarInfo, dest: Path) -> None:
+    target = _member_target(dest, m.name, m.isdir())
+    if target is None:
+        return
     if m.issym():
         os.symlink(m.linkname, target)
     elif m.islnk():
@@ -95,12 +103,9 @@ def unpack_zip(archive: Path, dest: Path) -> None:
                         )
                     links[info.filename] = target
             for info in infos:
-                target = dest.joinpath(*safe_relpath(info.filename).split("/"))
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
+                target = _member_target(dest, info.filename, info.is_dir())
+                if target is None:
                     continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                _refuse_link_parent(target, dest, info.filename)
                 if info.filename in links:
                     os.symlink(links[info.filename], target)
                     continue
