@@ -78,8 +78,8 @@ def run(argv: Sequence[str], environ: dict[str, str] | None = None) -> int:
     flags = vars(args)
     if args.command == "serve":
         flags["model_uri"] = flags.get("model_uri") or flags.get("model_dir")
-    settings = build_settings(flags, environ)
     try:
+        settings = build_settings(flags, environ)
         return _dispatch(args, settings)
     except ModelportError as exc:
         print(f"modelport: error: {exc.message}", file=sys.stderr)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from modelport import __version__
-from modelport.errors import ModelNotFound
+from modelport.errors import InvalidInput, ModelNotFound
 from modelport.inference import InferenceRequest, InferenceResponse, RawResponse
 from modelport.mlmodel.signature import to_v2_metadata
 from modelport.model import ServedModel
+from modelport.workers.batching import PredictResult
 
 EXTENSIONS = ["binary_tensor_data"]
 
@@ -16,12 +19,6 @@ EXTENSIONS = ["binary_tensor_data"]
 class DataPlane:
     def __init__(self, models: dict[str, ServedModel] | None = None) -> None:
         self.models: dict[str, ServedModel] = dict(models or {})
-
-    def add(self, model: ServedModel) -> None:
-        self.models[model.name] = model
-
-    def live(self) -> bool:
-        return True
 
     def ready(self) -> bool:
         return bool(self.models) and all(m.ready for m in self.models.values())
@@ -54,5 +51,25 @@ class DataPlane:
             raise ModelNotFound("/invocations needs exactly one served model")
         return next(iter(self.models.values()))
 
-    async def invocations(self, body: bytes, content_type: str | None) -> RawResponse:
-        return await self.only_model().invocations(body, content_type)
+    async def invocations(
+        self, body: bytes, content_type: str | None, name: str | None = None
+    ) -> RawResponse:
+        """MLflow scoring, answered by the model environment's own mlflow."""
+        model = self.get(name) if name is not None else self.only_model()
+        return await model.invocations(body, content_type)
+
+    def table_columns(self) -> list[str] | None:
+        """Column names when /invocations tables can take the fast path (all-numeric signature)."""
+        return self.only_model().numeric_columns
+
+    async def predict_table(self, arrays: list[tuple[str, np.ndarray]]) -> PredictResult | None:
+        """Predict a table of columns; None when it does not fit the signature (MLflow should say why)."""
+        model = self.only_model()
+        try:
+            call = model.table_call(arrays, None)
+        except InvalidInput:
+            return None
+        return await model.predict(call)
+
+    def mlflow_version(self) -> str | None:
+        return self.only_model().pool.load_info.get("mlflow")

@@ -119,10 +119,7 @@ GRPC_STATUS: dict[str, str] = {
 
 def from_code(code: str, message: str) -> ModelportError:
     """Rebuild an error sent as plain data (e.g. by a worker process)."""
-    for cls in _all_subclasses(ModelportError):
-        if cls.code == code:
-            return cls(message)
-    return ModelportError(message)
+    return _BY_CODE.get(code, ModelportError)(message)
 
 
 def _all_subclasses(cls: type[ModelportError]) -> list[type[ModelportError]]:
@@ -130,3 +127,6 @@ def _all_subclasses(cls: type[ModelportError]) -> list[type[ModelportError]]:
     for sub in cls.__subclasses__():
         out.extend(_all_subclasses(sub))
     return out
+
+
+_BY_CODE: dict[str, type[ModelportError]] = {cls.code: cls for cls in _all_subclasses(ModelportError)}

@@ -7,6 +7,29 @@ from typing import Any
 
 import numpy as np
 
+# Open Inference Protocol datatypes and the numpy dtypes they travel as (BYTES: object arrays).
+NUMPY_OF: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+_DATATYPE_OF: dict[str, str] = {dt.str: name for name, dt in NUMPY_OF.items()}
+
+
+def datatype_of(arr: np.ndarray) -> str:
+    if arr.dtype.kind in "biuf":
+        return _DATATYPE_OF.get(arr.dtype.str, "FP64")
+    return "BYTES"
+
 
 @dataclass
 class Tensor:

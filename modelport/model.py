@@ -8,11 +8,17 @@ from typing import Any
 
 import numpy as np
 
-from modelport.errors import InvalidInput, ModelNotReady, UnsupportedMediaType
-from modelport.inference import InferenceRequest, InferenceResponse, RawResponse, Tensor
-from modelport.mlmodel.signature import field_names
+from modelport.errors import InvalidInput, UnsupportedMediaType
+from modelport.inference import (
+    NUMPY_OF,
+    InferenceRequest,
+    InferenceResponse,
+    RawResponse,
+    Tensor,
+    datatype_of,
+)
+from modelport.mlmodel.signature import OUTPUT_PREFIX, field_names
 from modelport.mlmodel.types import FieldSpec, ModelSpec
-from modelport.protocols.codecs import NUMPY_OF, datatype_of
 from modelport.workers.batching import Batcher, PredictCall, PredictResult
 from modelport.workers.pool import WorkerPool
 
@@ -39,30 +45,26 @@ class ServedModel:
             {f.name: f for f in sig.inputs if f.name} if sig and sig.input_kind == "columns" else {}
         )
         # Unnamed outputs take the names the metadata endpoint gives them ("output-0", ...).
-        self._output_names = field_names(sig.outputs, "output-") if sig else []
+        self._output_names = field_names(sig.outputs, OUTPUT_PREFIX) if sig else []
+        # Column names when every column is a required number: such tables may skip MLflow's parser.
+        fields = list(self._columns.values())
+        numeric = (
+            bool(fields)
+            and len(fields) == len(sig.inputs)
+            and all(  # type: ignore[union-attr]
+                f.required and f.datatype in _NUMERIC_DATATYPES for f in fields
+            )
+        )
+        self.numeric_columns: list[str] | None = [f.name for f in fields if f.name] if numeric else None
 
     @property
     def ready(self) -> bool:
         return self.pool.ready
 
-    @property
-    def numeric_columns(self) -> list[str] | None:
-        """The signature's column names when every column is a required number, else None."""
-        fields = list(self._columns.values())
-        if not fields or len(fields) != len(self.spec.signature.inputs):  # type: ignore[union-attr]
-            return None
-        if all(f.required and f.datatype in _NUMERIC_DATATYPES for f in fields):
-            return [f.name for f in fields if f.name]
-        return None
-
     async def predict(self, call: PredictCall) -> PredictResult:
-        if not self.ready:
-            raise ModelNotReady(f"model '{self.name}' is not ready yet")
         return await self.batcher.submit(call)
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
-        if not self.ready:
-            raise ModelNotReady(f"model '{self.name}' is not ready yet")
         call = self.prepare(request)
         result = await self.batcher.submit(call)
         outputs = self.to_tensors(result)
@@ -84,8 +86,6 @@ class ServedModel:
         )
 
     async def invocations(self, body: bytes, content_type: str | None) -> RawResponse:
-        if not self.ready:
-            raise ModelNotReady(f"model '{self.name}' is not ready yet")
         if not content_type:
             raise UnsupportedMediaType(
                 "missing Content-Type: send application/json or text/csv (MLflow scoring protocol)"
@@ -192,7 +192,7 @@ class ServedModel:
         return tensors
 
     def _output_name(self, index: int) -> str:
-        return self._output_names[index] if index < len(self._output_names) else f"output-{index}"
+        return self._output_names[index] if index < len(self._output_names) else f"{OUTPUT_PREFIX}{index}"
 
 
 _NUMERIC_DATATYPES = frozenset({"FP64", "FP32", "INT64", "INT32"})
@@ -214,13 +214,19 @@ def _cast(name: str, arr: np.ndarray, field: FieldSpec) -> np.ndarray:
                 f"input column '{name}' has datatype {datatype_of(arr)} but the signature wants {field.mlflow_type} (BYTES)"
             )
         return _as_text(name, arr) if field.mlflow_type == "string" else arr
-    target = np.dtype(want)
+    return _safe_cast(
+        f"input column '{name}'", arr, np.dtype(want), f"{field.mlflow_type} ({field.datatype})"
+    )
+
+
+def _safe_cast(what: str, arr: np.ndarray, target: np.dtype[Any], wanted: str) -> np.ndarray:
+    """Widen ``arr`` to ``target`` where no value can change, as MLflow's schema enforcement does."""
     if arr.dtype == target:
         return arr
     if arr.dtype.kind == "O" or not np.can_cast(arr.dtype, target, "safe"):
         raise InvalidInput(
-            f"input column '{name}' has datatype {datatype_of(arr)} but the signature wants "
-            f"{field.mlflow_type} ({field.datatype}); it cannot be converted without loss"
+            f"{what} has datatype {datatype_of(arr)} but the signature wants {wanted}; "
+            "it cannot be converted without loss"
         )
     return arr.astype(target)
 
@@ -244,10 +250,4 @@ def _check_tensor(name: str, arr: np.ndarray, spec: FieldSpec) -> np.ndarray:
     if want and (len(want) != arr.ndim or any(w != -1 and w != g for w, g in zip(want, arr.shape))):
         raise InvalidInput(f"input '{name}' has shape {list(arr.shape)} but the signature wants {list(want)}")
     target = NUMPY_OF.get(spec.datatype)
-    if target is None or arr.dtype == target:
-        return arr
-    if arr.dtype.kind == "O" or not np.can_cast(arr.dtype, target, "safe"):
-        raise InvalidInput(
-            f"input '{name}' has datatype {datatype_of(arr)} but the signature wants {spec.datatype}"
-        )
-    return arr.astype(target)
+    return arr if target is None else _safe_cast(f"input '{name}'", arr, target, spec.datatype)

@@ -15,13 +15,13 @@ from typing import Any
 
 from modelport.dataplane import DataPlane
 from modelport.envs import resolve_interpreter
-from modelport.errors import ModelportError
+from modelport.errors import EnvironmentError_, ModelportError
 from modelport.mlmodel import check_layout, read_model_spec, rewrite_for_mlflow, shadow_model_dir
 from modelport.mlmodel.types import ModelSpec
 from modelport.model import ROW_WISE_FLAVORS, ServedModel
 from modelport.protocols.httpserver import HttpServer
 from modelport.protocols.rest import App
-from modelport.settings import Settings
+from modelport.settings import ServeSettings, Settings
 from modelport.storage import resolve_model
 from modelport.storage.progress import make_reporter
 from modelport.workers.batching import Batcher
@@ -51,10 +51,17 @@ async def build_model(settings: Settings, model_dir: Path, spec: ModelSpec, pyth
     serve = settings.serve
     name = serve.model_name or model_dir.name
 
+    load_paths: dict[str, str] = {}  # by the worker's mlflow version: the same for every (re)start
+
     async def prepare_load(hello: dict[str, Any]) -> str:
         mlflow_version = hello.get("mlflow")
         if not mlflow_version:
-            raise ModelportError(f"the worker interpreter {python} has no mlflow installed")
+            raise EnvironmentError_(f"the worker interpreter {python} has no mlflow installed")
+        if mlflow_version not in load_paths:
+            load_paths[mlflow_version] = await asyncio.to_thread(load_path_for, mlflow_version)
+        return load_paths[mlflow_version]
+
+    def load_path_for(mlflow_version: str) -> str:
         rewritten = rewrite_for_mlflow(spec, mlflow_version)
         if rewritten is None:
             return str(model_dir)
@@ -100,6 +107,10 @@ async def run_server(settings: Settings) -> int:
     started = time.perf_counter()
     model_dir, spec, python = await asyncio.to_thread(prepare, settings)
     model = await build_model(settings, model_dir, spec, python)
+    if settings.serve.grpc_port != ServeSettings().grpc_port:
+        log.warning(
+            "--grpc-port %d: gRPC is not served yet; V2 is on the HTTP port", settings.serve.grpc_port
+        )
     app = App(DataPlane({model.name: model}), settings.serve.max_body_bytes)
     http = HttpServer(app, settings.serve.host, settings.serve.http_port)
     try:

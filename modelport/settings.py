@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from modelport.envs.config import EnvSettings
+from modelport.errors import ModelportError
 from modelport.storage.config import StorageSettings
 
 DEFAULT_MAX_BODY = 100 * 1024 * 1024
@@ -70,15 +71,12 @@ def _pick(flags: Mapping[str, Any], environ: Mapping[str, str], name: str, cast:
     if value is not None:
         return cast(value)
     env = _env_value(environ, name)
-    if env is not None:
+    if env is None:
+        return default
+    try:
         return cast(env)
-    return default
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in {"1", "true", "yes", "on"}
+    except ValueError as exc:
+        raise ModelportError(f"MODELPORT_{name.upper()}={env!r} is not a valid {cast.__name__}") from exc
 
 
 def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
@@ -104,9 +102,14 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Sett
         log_level=_pick(flags, environ, "log_level", str, d.log_level),
     )
     cache = flags.get("cache_dir") or None
+    try:
+        storage = StorageSettings.from_environ(environ)
+        env = EnvSettings.from_flags(flags, environ)
+    except ValueError as exc:
+        raise ModelportError(f"invalid setting in the environment: {exc}") from exc
     return Settings(
         serve=serve,
-        storage=StorageSettings.from_environ(environ),
-        env=EnvSettings.from_flags(flags, environ),
+        storage=storage,
+        env=env,
         cache_dir=Path(cache) if cache else default_cache_dir(environ),
     )

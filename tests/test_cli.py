@@ -96,3 +96,14 @@ def test_body_over_the_limit_is_413(iris_model: Path, tmp_path: Path) -> None:
         assert resp.status_code == 413
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    "environ", [{"MODELPORT_HTTP_PORT": "eighty"}, {"MODELPORT_STORAGE_CONCURRENCY": "many"}]
+)
+def test_bad_values_in_the_environment_are_clear_errors(
+    environ: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["serve", "m"], environ=environ) == 2
+    err = capsys.readouterr().err
+    assert "modelport: error:" in err and "Traceback" not in err

@@ -64,8 +64,13 @@ def build_uv_env(
     """Create a relocatable venv at `dest` holding the model's requirements and mlflow."""
     uv = uv_binary()
     env = dict(settings.process_environ)
-    run_tool([uv, "venv", "--relocatable", "--quiet", "--python", str(base.path), str(dest)],
-             "uv venv", env, progress, cwd=model.model_dir)
+    run_tool(
+        [uv, "venv", "--relocatable", "--quiet", "--python", str(base.path), str(dest)],
+        "uv venv",
+        env,
+        progress,
+        cwd=model.model_dir,
+    )
     python = str(dest / "bin" / "python")
     steps = [list(model.build_requirements), list(model.install_args)]
     if model.uv_project:
@@ -86,8 +91,17 @@ def _uv_sync(
         for src in model.uv_project:
             shutil.copy2(src, Path(project) / src.name)
         sync_env = {**env, "UV_PROJECT_ENVIRONMENT": str(dest)}
-        cmd = [uv, "sync", "--frozen", "--no-dev", "--no-install-project", "--inexact",
-               "--python", str(dest / "bin" / "python"), *index_args(settings)]
+        cmd = [
+            uv,
+            "sync",
+            "--frozen",
+            "--no-dev",
+            "--no-install-project",
+            "--inexact",
+            "--python",
+            str(dest / "bin" / "python"),
+            *index_args(settings),
+        ]
         run_tool(cmd, "uv sync", sync_env, progress, cwd=Path(project))
 
 
@@ -96,15 +110,22 @@ def verify_env(python: Path, loader_module: str | None, environ: dict[str, str])
     loader = loader_module or "mlflow.pyfunc"
     try:
         proc = subprocess.run(
-            [str(python), "-I", "-c", _VERIFY, loader], capture_output=True, text=True,
-            env=environ, cwd=str(python.parent), timeout=600, check=False,
+            [str(python), "-I", "-c", _VERIFY, loader],
+            capture_output=True,
+            text=True,
+            env=environ,
+            cwd=str(python.parent),
+            timeout=600,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EnvironmentError_(f"the environment's Python {python} does not run: {exc}") from exc
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         last = lines[-1] if lines else f"exit status {proc.returncode}"
-        raise EnvironmentError_(f"the environment at {python.parent.parent} cannot import mlflow and {loader}: {last}")
+        raise EnvironmentError_(
+            f"the environment at {python.parent.parent} cannot import mlflow and {loader}: {last}"
+        )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -115,8 +136,14 @@ def run_tool(
     tail: collections.deque[str] = collections.deque(maxlen=40)
     try:
         proc = subprocess.Popen(
-            list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=str(cwd) if cwd else None, text=True, errors="replace",
+            list(cmd),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=str(cwd) if cwd else None,
+            text=True,
+            errors="replace",
             preexec_fn=_die_with_parent,
         )
     except OSError as exc:

@@ -20,7 +20,9 @@ from modelport.settings import Settings
 from modelport.storage import resolve_model
 
 
-def diff_command(uri: str, settings: Settings, python: str | None, as_json: bool, out: TextIO | None = None) -> int:
+def diff_command(
+    uri: str, settings: Settings, python: str | None, as_json: bool, out: TextIO | None = None
+) -> int:
     """Print the model's requirements against an interpreter; 1 when a difference blocks."""
     out = out or sys.stdout
     model_dir = resolve_model(uri, settings.storage, settings.cache_dir)
@@ -35,8 +37,14 @@ def diff_command(uri: str, settings: Settings, python: str | None, as_json: bool
 def format_table(report: DriftReport) -> str:
     head = ("requirement", "wanted", "installed", "difference", "matters", "verdict")
     rows = [head] + [
-        (r.name, r.wanted, r.installed or "-", r.kind, "yes" if r.matters else "no",
-         "BLOCKS" if r.blocking else ("warn" if r.kind not in ("ok", "skipped") else "ok"))
+        (
+            r.name,
+            r.wanted,
+            r.installed or "-",
+            r.kind,
+            "yes" if r.matters else "no",
+            "BLOCKS" if r.blocking else ("warn" if r.kind not in ("ok", "skipped") else "ok"),
+        )
         for r in report.rows
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
@@ -69,8 +77,10 @@ def build_command(uri: str, settings: Settings, pack: str | None, python: str | 
     if pack and interp.prefix:
         start = time.monotonic()
         size = pack_env(Path(interp.prefix), Path(pack))
-        print(f"packed {interp.prefix} into {pack} ({size / 1e6:.1f} MB) in {time.monotonic() - start:.1f} s",
-              file=sys.stderr)
+        print(
+            f"packed {interp.prefix} into {pack} ({size / 1e6:.1f} MB) in {time.monotonic() - start:.1f} s",
+            file=sys.stderr,
+        )
     return 0
 
 

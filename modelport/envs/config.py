@@ -17,9 +17,24 @@ POLICIES = ("auto", "local", "uv", "tarball", "path")
 # server's environment (credentials for storage, MODELPORT_*) stays out of them.
 _PASSED_PREFIXES = ("UV_", "SSL_", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NETRC")
 _PASSED_NAMES = {
-    "PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "SOURCE_DATE_EPOCH",
-    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "no_proxy",
-    "PYENV_ROOT", "XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME",
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "SOURCE_DATE_EPOCH",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "PYENV_ROOT",
+    "XDG_CACHE_HOME",
+    "XDG_DATA_HOME",
+    "XDG_CONFIG_HOME",
 }
 
 
@@ -63,9 +78,7 @@ class EnvSettings:
         else:
             root = environ.get("PYENV_ROOT") or str(Path(environ.get("HOME", "/root")) / ".pyenv")
             dirs = (Path(root) / "versions",)
-        passed = {
-            k: v for k, v in environ.items() if k in _PASSED_NAMES or k.startswith(_PASSED_PREFIXES)
-        }
+        passed = {k: v for k, v in environ.items() if k in _PASSED_NAMES or k.startswith(_PASSED_PREFIXES)}
         return cls(
             policy=policy,
             strict=strict,

@@ -122,8 +122,12 @@ def probe_interpreter(python: str, environ: Mapping[str, str], timeout: float = 
     """Ask an interpreter (as the worker will run it: -I) for its version and packages."""
     try:
         proc = subprocess.run(
-            [python, "-I", "-c", _PROBE], capture_output=True, text=True, timeout=timeout,
-            env=dict(environ), check=False,
+            [python, "-I", "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(environ),
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EnvironmentError_(f"cannot run the interpreter {python}: {exc}") from exc
@@ -145,8 +149,14 @@ def diff(model: ModelEnv, installed: InstalledEnv) -> DriftReport:
     if model.python_version:
         kind = _compare_versions(model.python_version, installed.python_version)
         rows.append(
-            DriftRow("python", model.python_version, installed.python_version, kind, True,
-                     kind in ("major", "minor"))
+            DriftRow(
+                "python",
+                model.python_version,
+                installed.python_version,
+                kind,
+                True,
+                kind in ("major", "minor"),
+            )
         )
     reqs = list(model.requirements)
     if not {canonicalize_name(r.name) for r in reqs} & MLFLOW_NAMES:

@@ -77,7 +77,9 @@ def find_base_python(wanted: str | None, settings: EnvSettings, uv: str) -> Base
     """An interpreter for `wanted` (the model's python_env.yaml), or a clear error."""
     available = local_pythons(settings)
     if not wanted:
-        v, p = max((vp for vp in available if vp[1].parent.parent == Path(sys.base_prefix)), default=available[-1])
+        v, p = max(
+            (vp for vp in available if vp[1].parent.parent == Path(sys.base_prefix)), default=available[-1]
+        )
         return BasePython(p, str(v), "the server's (the model names no Python version)")
     hit = choose(wanted, available)
     if hit:
@@ -106,7 +108,12 @@ def _uv_find(wanted: str, settings: EnvSettings, uv: str) -> tuple[tuple[Version
         return found, None
     try:
         proc = subprocess.run(
-            [uv, "python", "install", wanted], capture_output=True, text=True, env=env, timeout=300, check=False
+            [uv, "python", "install", wanted],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, str(exc)
@@ -120,7 +127,11 @@ def _uv_python_find(uv: str, request: str, env: dict[str, str]) -> tuple[Version
     try:
         proc = subprocess.run(
             [uv, "python", "find", "--no-python-downloads", request],
-            capture_output=True, text=True, env=env, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -137,7 +148,11 @@ def _version_of(python: str, env: dict[str, str]) -> Version | None:
     try:
         proc = subprocess.run(
             [python, "-I", "-c", "import platform; print(platform.python_version())"],
-            capture_output=True, text=True, env=env, timeout=30, check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+            check=False,
         )
         return Version(proc.stdout.strip())
     except (OSError, subprocess.TimeoutExpired, InvalidVersion):

@@ -105,22 +105,37 @@ def _uv(
 ) -> Interpreter:
     uv = uv_binary()
     if base_python:
-        base = BasePython(Path(base_python), drift.probe_interpreter(base_python, settings.env.process_environ)
-                          .python_version, "given with --python")
+        base = BasePython(
+            Path(base_python),
+            drift.probe_interpreter(base_python, settings.env.process_environ).python_version,
+            "given with --python",
+        )
     else:
         base = find_base_python(model.python_version, settings.env, uv)
     key = cache.cache_key("uv", model.digest, base.version)
     root = settings.cache_dir / "envs"
 
     def build(tmp: Path) -> None:
-        log.info("building the model's environment with uv: Python %s (%s), %s", base.version, base.note,
-                 model.describe())
+        log.info(
+            "building the model's environment with uv: Python %s (%s), %s",
+            base.version,
+            base.note,
+            model.describe(),
+        )
         build_uv_env(model, base, tmp, settings.env, progress)
 
     def finish(entry: Path) -> dict[str, object]:
-        versions = verify_env(entry / "bin" / "python", model.loader_module, dict(settings.env.process_environ))
-        return {"kind": "uv", "python": "bin/python", "base": str(base.path), "versions": versions,
-                "requirements": [str(r) for r in model.requirements], "added": list(model.added)}
+        versions = verify_env(
+            entry / "bin" / "python", model.loader_module, dict(settings.env.process_environ)
+        )
+        return {
+            "kind": "uv",
+            "python": "bin/python",
+            "base": str(base.path),
+            "versions": versions,
+            "requirements": [str(r) for r in model.requirements],
+            "added": list(model.added),
+        }
 
     hit = cache.get_or_build(root, key, build, finish, on_wait=log.info)
     python = str(hit.path / "bin" / "python")
@@ -148,8 +163,12 @@ def _tarball(model_dir: Path, settings: Settings, progress: Progress) -> Interpr
         layout["kind"] = tarball.relocate(prefix, settings.env, progress)
         python = prefix / "bin" / "python"
         versions = verify_env(python, model.loader_module, dict(settings.env.process_environ))
-        return {"kind": layout["kind"], "python": str(python.relative_to(entry)), "archive": str(archive),
-                "versions": versions}
+        return {
+            "kind": layout["kind"],
+            "python": str(python.relative_to(entry)),
+            "archive": str(archive),
+            "versions": versions,
+        }
 
     hit = cache.get_or_build(root, key, build, finish, on_wait=log.info)
     python = str(hit.path / str(hit.meta.get("python", "bin/python")))
@@ -198,7 +217,9 @@ def _sha256(path: Path) -> str:
 def _path(model_dir: Path, settings: Settings) -> Interpreter:
     arg = settings.env.policy_arg
     if not arg:
-        raise EnvironmentError_("--env path:DIR needs the environment's folder, e.g. --env path:/opt/envs/model")
+        raise EnvironmentError_(
+            "--env path:DIR needs the environment's folder, e.g. --env path:/opt/envs/model"
+        )
     given = Path(arg)
     python = given if given.is_file() else given / "bin" / "python"
     if not python.exists():

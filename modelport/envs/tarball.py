@@ -32,8 +32,12 @@ def unpack(archive: Path, dest: Path) -> None:
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise EnvironmentError_(f"the environment tarball {archive} is corrupt or unreadable: {exc}") from exc
     for path in _walk_links(dest):
-        if not _inside(os.path.realpath(path), root) and not _INTERPRETER_LINK.match(path.relative_to(dest).as_posix()):
-            raise UnsafePath(f"the environment tarball {archive} has a link leading outside it: {path.relative_to(dest)}")
+        if not _inside(os.path.realpath(path), root) and not _INTERPRETER_LINK.match(
+            path.relative_to(dest).as_posix()
+        ):
+            raise UnsafePath(
+                f"the environment tarball {archive} has a link leading outside it: {path.relative_to(dest)}"
+            )
 
 
 def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, root: str) -> None:
@@ -51,7 +55,9 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, root: st
             return  # recreated by relocate() from pyvenv.cfg
         resolved = os.path.normpath(os.path.join(os.path.dirname(target), member.linkname))
         if os.path.isabs(member.linkname) or not _inside(resolved, root):
-            raise UnsafePath(f"the environment tarball has a link leading outside it: {member.name} -> {member.linkname}")
+            raise UnsafePath(
+                f"the environment tarball has a link leading outside it: {member.name} -> {member.linkname}"
+            )
     elif member.islnk():
         if not _inside(os.path.normpath(os.path.join(root, member.linkname.removeprefix("./"))), root):
             raise UnsafePath(f"the environment tarball has a hard link outside it: {member.name}")
@@ -101,8 +107,13 @@ def relocate(prefix: Path, settings: EnvSettings, progress: Progress) -> str:
         if unpack_script.is_file():
             # conda-unpack rewrites the environment's own python binary ("Text file busy" when
             # that python runs it) and takes no arguments: run it with ours, by path.
-            run_tool([sys.executable, str(unpack_script)], "conda-unpack", dict(settings.process_environ),
-                     progress, cwd=prefix)
+            run_tool(
+                [sys.executable, str(unpack_script)],
+                "conda-unpack",
+                dict(settings.process_environ),
+                progress,
+                cwd=prefix,
+            )
         return "conda"
     _relocate_venv(prefix, settings)
     return "venv"
@@ -169,4 +180,4 @@ def _rewrite_shebangs(bindir: Path, prefix: Path, keep: set[str]) -> None:
         old_prefix = os.path.dirname(os.path.dirname(match.group(1).decode(errors="replace")))
         if old_prefix == str(prefix) or old_prefix in keep:
             continue
-        path.write_bytes(b"#!" + new + match.group(2) + b"\n" + data[match.end():])
+        path.write_bytes(b"#!" + new + match.group(2) + b"\n" + data[match.end() :])

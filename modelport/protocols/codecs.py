@@ -13,30 +13,7 @@ import numpy as np
 
 from modelport._runtime.modelport_worker.tensors import pack_bytes, unpack_bytes
 from modelport.errors import InvalidInput
-from modelport.inference import Tensor
-
-NUMPY_OF: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-}
-DATATYPE_OF: dict[str, str] = {dt.str: name for name, dt in NUMPY_OF.items()}
-DATATYPE_OF[np.dtype(np.bool_).str] = "BOOL"
-
-
-def datatype_of(arr: np.ndarray) -> str:
-    if arr.dtype.kind in "biuf":
-        return DATATYPE_OF.get(arr.dtype.str, "FP64")
-    return "BYTES"
+from modelport.inference import NUMPY_OF, Tensor
 
 
 def element_count(shape: list[int]) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import httptools
+import msgspec
 
 from modelport.errors import PayloadTooLarge
 from modelport.protocols.messages import HttpResponse
@@ -88,9 +89,9 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(400, b'{"error":"protocol upgrades are not supported"}')
+            self._fail(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
-            self._fail(400, b'{"error":"malformed HTTP request: %s"}' % str(exc).encode(errors="replace"))
+            self._fail(400, f"malformed HTTP request: {exc}")
 
     # --- httptools callbacks ----------------------------------------------------------
 
@@ -157,8 +158,9 @@ class HttpProtocol(asyncio.Protocol):
         finally:
             self.task = None
 
-    def _fail(self, status: int, body: bytes) -> None:
+    def _fail(self, status: int, message: str) -> None:
         if self.transport is not None:
+            body = msgspec.json.encode({"error": message})
             self.transport.write(render(HttpResponse(status, body), keep_alive=False))
             self.transport.close()
 

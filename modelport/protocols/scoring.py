@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 
-from modelport.errors import InvalidInput, ModelNotReady
+from modelport.errors import ModelNotReady
 from modelport.protocols.messages import HttpRequest, HttpResponse
 from modelport.workers.batching import PredictResult
 
@@ -34,19 +34,14 @@ MLFLOW_CODES = {
 
 async def invocations(dp: DataPlane, req: HttpRequest, params: dict[str, Any]) -> HttpResponse:
     content_type = req.headers.get("content-type")
-    model = dp.only_model()
-    names = model.numeric_columns
-    if names and content_type in _PLAIN_JSON:
-        arrays = numeric_table(req.body, names)
-        if arrays is not None:
-            try:
-                call = model.table_call(arrays, None)
-            except InvalidInput:
-                call = None  # let MLflow say what is wrong, in its own words
-            if call is not None:
-                return HttpResponse(200, predictions_json(await model.predict(call)))
-    result = await dp.invocations(req.body, content_type)
-    return HttpResponse(result.status, result.body, result.content_type.encode())
+    names = dp.table_columns() if content_type in _PLAIN_JSON else None
+    arrays = numeric_table(req.body, names) if names else None
+    if arrays is not None:
+        result = await dp.predict_table(arrays)
+        if result is not None:
+            return HttpResponse(200, predictions_json(result))
+    raw = await dp.invocations(req.body, content_type)
+    return HttpResponse(raw.status, raw.body, raw.content_type.encode())
 
 
 _PLAIN_JSON = frozenset(
@@ -84,12 +79,9 @@ def numeric_table(body: bytes, names: list[str]) -> list[tuple[str, np.ndarray]]
             return None
     else:
         return None
-    if (
-        not isinstance(columns, list)
-        or sorted(columns) != sorted(names)
-        or not isinstance(rows, list)
-        or not rows
-    ):
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        return None
+    if sorted(columns) != sorted(names) or not isinstance(rows, list) or not rows:
         return None
     try:
         table = np.asarray(rows)
@@ -126,5 +118,4 @@ async def ping(dp: DataPlane, req: HttpRequest, params: dict[str, Any]) -> HttpR
 
 async def version(dp: DataPlane, req: HttpRequest, params: dict[str, Any]) -> HttpResponse:
     # mlflow models serve answers with its MLflow version: the one the worker runs.
-    model = dp.only_model()
-    return HttpResponse(200, str(model.pool.load_info.get("mlflow") or "unknown").encode())
+    return HttpResponse(200, str(dp.mlflow_version() or "unknown").encode())

@@ -52,7 +52,9 @@ async def predict(dp: DataPlane, req: HttpRequest, params: dict[str, Any]) -> Ht
         raise InvalidInput(f"the request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict) or not ({"instances", "inputs"} & body.keys()):
         raise InvalidInput('a V1 predict body is a JSON object with "instances" or "inputs"')
-    result = await model.invocations(_as_scoring_body(body, model.spec) or req.body, "application/json")
+    result = await dp.invocations(
+        _as_scoring_body(body, model.spec) or req.body, "application/json", model.name
+    )
     if result.status >= 400:
         message = _mlflow_message(result.body)
         return HttpResponse(result.status, _encode({"error": message}))

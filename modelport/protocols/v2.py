@@ -140,7 +140,7 @@ def encode_response(resp: InferenceResponse, want_binary: dict[str, bool]) -> tu
     head = _encoder.encode(body)
     if not chunks:
         return head, {}
-    return b"".join([head, *chunks]), {"inference-header-content-length": str(len(head))}
+    return b"".join([head, *chunks]), {HEADER_LENGTH: str(len(head))}
 
 
 def encode_json(value: Any) -> bytes:
@@ -194,9 +194,9 @@ async def model_ready(dp: DataPlane, req: HttpRequest, params: dict[str, Any]) -
 
 
 async def infer(dp: DataPlane, req: HttpRequest, params: dict[str, Any]) -> HttpResponse:
-    model = dp.get(params["name"], params["version"])
+    dp.get(params["name"], params["version"])  # an unknown model is a 404 before the body is read
     request, want_binary = decode_request(req.body, req.headers.get(HEADER_LENGTH))
-    response = await model.infer(request)
+    response = await dp.infer(params["name"], params["version"], request)
     body, headers = encode_response(response, want_binary)
     content_type = b"application/octet-stream" if headers else b"application/json"
     return HttpResponse(200, body, content_type, headers)

@@ -49,13 +49,18 @@ class PredictCall:
     params: dict[str, Any] | None = None
     rows: int = 0
     future: asyncio.Future[PredictResult] | None = field(default=None, repr=False)
+    # Calls with equal keys can share one model call: same layout, columns, dtypes, trailing shapes, params.
+    key: tuple[Any, ...] = field(init=False, repr=False)
+    # Only arrays with a row axis can be concatenated with others.
+    batchable: bool = field(init=False, repr=False)
 
-    def key(self) -> tuple[Any, ...]:
-        return (
+    def __post_init__(self) -> None:
+        self.key = (
             self.layout,
             tuple((n, a.dtype.str, a.shape[1:]) for n, a in self.arrays),
             repr(sorted(self.params.items())) if self.params else None,
         )
+        self.batchable = bool(self.arrays) and all(a.ndim >= 1 for _, a in self.arrays)
 
 
 def frame(call: PredictCall) -> tuple[dict[str, Any], list[Any]]:
@@ -76,7 +81,7 @@ class Batcher:
         self._tasks = [asyncio.create_task(self._dispatch()) for _ in range(max(1, dispatchers))]
 
     async def submit(self, call: PredictCall) -> PredictResult:
-        if not self.enabled or call.rows >= self.max_size:
+        if not self.enabled or not call.batchable or call.rows >= self.max_size:
             return decode_result(*await self.send(*frame(call)))
         call.future = asyncio.get_running_loop().create_future()
         self.queue.append(call)
@@ -92,8 +97,13 @@ class Batcher:
             if len(batch) > 1 and self.max_wait_s > 0 and sum(c.rows for c in batch) < self.max_size:
                 # Under load already: give a few more requests the chance to join.
                 await asyncio.sleep(self.max_wait_s)
-                batch += self._take(key=batch[0].key(), room=self.max_size - sum(c.rows for c in batch))
-            await self._run(batch)
+                batch += self._take(key=batch[0].key, room=self.max_size - sum(c.rows for c in batch))
+            try:
+                await self._run(batch)
+            except Exception as exc:  # never let one batch stop the dispatcher and strand the queue
+                log.exception("batch of %d requests failed", len(batch))
+                for c in batch:
+                    _resolve(c, exc=exc)
 
     def _take(self, key: tuple[Any, ...] | None = None, room: int | None = None) -> list[PredictCall]:
         room = self.max_size if room is None else room
@@ -102,8 +112,8 @@ class Batcher:
         while self.queue and room > 0:
             call = self.queue.popleft()
             if key is None:
-                key = call.key()
-            if call.key() == key and (not taken or call.rows <= room):
+                key = call.key
+            if call.key == key and (not taken or call.rows <= room):
                 taken.append(call)
                 room -= call.rows
             else:

@@ -31,7 +31,6 @@ class WorkerPool:
         ping_interval: float = 5.0,
         ping_timeout: float = 30.0,
     ) -> None:
-        self.python = python
         self.workers = [WorkerProcess(i, python) for i in range(max(1, size))]
         self.prepare_load = prepare_load
         self.load_timeout = load_timeout
@@ -55,7 +54,11 @@ class WorkerPool:
     async def _start_one(self, worker: WorkerProcess) -> None:
         started = time.perf_counter()
         hello = await worker.start(timeout=self.load_timeout)
-        path = await self.prepare_load(hello)
+        try:
+            path = await self.prepare_load(hello)
+        except ModelportError:
+            await worker.stop()
+            raise
         try:
             reply, _ = await asyncio.wait_for(
                 worker.request({"op": "load", "path": path, "warm_up": True}), self.load_timeout
@@ -104,18 +107,18 @@ class WorkerPool:
     async def _ping_loop(self) -> None:
         while not self._closing:
             await asyncio.sleep(self.ping_interval)
-            for w in self.workers:
-                if not w.ready:
-                    continue
-                try:
-                    await asyncio.wait_for(w.request({"op": "ping"}), self.ping_timeout)
-                except asyncio.TimeoutError:
-                    log.error(
-                        "worker %d did not answer a ping in %.0f s; killing it", w.index, self.ping_timeout
-                    )
-                    w.kill()
-                except ModelportError:
-                    pass
+            await asyncio.gather(*(self._ping(w) for w in self.workers if w.ready))
+
+    async def _ping(self, worker: WorkerProcess) -> None:
+        try:
+            await asyncio.wait_for(worker.request({"op": "ping"}), self.ping_timeout)
+        except asyncio.TimeoutError:
+            log.error(
+                "worker %d did not answer a ping in %.0f s; killing it", worker.index, self.ping_timeout
+            )
+            worker.kill()
+        except ModelportError:
+            pass  # it died meanwhile: its supervisor restarts it
 
     def pick(self) -> WorkerProcess:
         ready = [w for w in self.workers if w.ready]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from modelport.errors import InvalidInput
-from modelport.inference import InferenceResponse, Tensor
+from modelport.inference import InferenceResponse, Tensor, datatype_of
 from modelport.protocols import codecs, v2
 
 
@@ -32,7 +32,7 @@ from modelport.protocols import codecs, v2
 def test_numeric_datatypes_json_and_binary(datatype: str, data: list, dtype: type) -> None:
     t = codecs.decode_json_tensor("a", datatype, [2], data, {})
     assert t.data.dtype == np.dtype(dtype) and t.data.tolist() == data
-    assert codecs.datatype_of(t.data) == datatype
+    assert datatype_of(t.data) == datatype
     raw = codecs.encode_binary_data(t.data)
     back = codecs.decode_binary_tensor("a", datatype, [2], memoryview(raw), {})
     np.testing.assert_array_equal(back.data, t.data)

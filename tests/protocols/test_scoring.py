@@ -55,8 +55,14 @@ def test_json_formats_equal_mlflow(iris_server, iris_model: Path, payload: dict)
         {"dataframe_split": {"columns": COLUMNS, "data": [[5.1, None, 1.4, 0.2]]}},
         {"dataframe_split": {"columns": COLUMNS, "index": [7], "data": [[5.1, 3.5, 1.4, 0.2]]}},
         {"dataframe_records": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4}]},
+        {
+            "dataframe_split": {
+                "columns": [1, "sepal_width", "petal_length", "petal_width"],
+                "data": [[1, 2, 3, 4]],
+            }
+        },
     ],
-    ids=["reordered-columns", "integers", "null", "index", "missing-column"],
+    ids=["reordered-columns", "integers", "null", "index", "missing-column", "non-string-column"],
 )
 def test_edge_cases_equal_mlflow(iris_server, iris_model: Path, payload: dict) -> None:  # type: ignore[no-untyped-def]
     body = json.dumps(payload)

@@ -97,6 +97,29 @@ def test_outputs_that_do_not_follow_rows_are_rerun_alone() -> None:
     assert [r.outputs[0][1].tolist() for r in asyncio.run(main())] == [[3.0], [3.0], [9.0]]
 
 
+def test_scalars_skip_batching_and_unexpected_errors_do_not_stop_the_dispatcher() -> None:
+    async def send(header: dict[str, Any], buffers: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+        x = unpack_array(header["inputs"][0], buffers)
+        await asyncio.sleep(0.01)
+        if (x == 13).any():
+            raise RuntimeError("unexpected")
+        out: list[Any] = []
+        return {"kind": "ndarray", "outputs": [pack_array("", x * 2, out)]}, out
+
+    async def main() -> list[Any]:
+        batcher = Batcher(send, max_size=64, max_wait_s=0.0)
+        scalar = PredictCall([("x", np.float64(2.0) * np.ones(()))], "single", None, 1)
+        first = await _run(batcher, [scalar, call([13.0]), call([1.0])])
+        second = await asyncio.wait_for(_run(batcher, [call([2.0]), call([3.0])]), 5)
+        await batcher.stop()
+        return [*first, *second]
+
+    results = asyncio.run(main())
+    assert results[0].outputs[0][1].tolist() == 4.0
+    assert isinstance(results[1], RuntimeError)
+    assert [r.outputs[0][1].tolist() for r in results[3:]] == [[4.0], [6.0]]
+
+
 @pytest.mark.slow
 def test_concurrent_http_requests_each_get_their_own_answer(iris_server, iris_model: Path) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(3)

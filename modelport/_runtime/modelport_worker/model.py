@@ -45,7 +45,7 @@ class LoadedModel:
         """Predict the saved input example once; None when the model has none."""
         try:
             example = self.model.metadata.load_input_example(self.path)
-        except Exception as exc:  # an unreadable example is the model's problem, not fatal
+        except Exception as exc:  # a saved example that cannot be read means the model folder is broken
             raise WorkerError("model_load_error", f"cannot read the saved input example: {exc}") from exc
         params = None
         if isinstance(example, tuple) and len(example) == 2:
@@ -125,7 +125,9 @@ def _encode_result(result: Any) -> Reply:
         try:
             descrs.append(pack_array(name, value, buffers))
         except (TypeError, ValueError):
-            descrs.append({"name": name, "dtype": "json", "shape": [], "values": _jsonable(value)})
+            values = _jsonable(value)
+            shape = [len(values)] if isinstance(values, list) else []
+            descrs.append({"name": name, "dtype": "json", "shape": shape, "values": values})
     header: Dict[str, Any] = {"kind": kind, "outputs": descrs}
     if extra is not None:
         header["json"] = extra
