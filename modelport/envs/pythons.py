@@ -77,9 +77,10 @@ def find_base_python(wanted: str | None, settings: EnvSettings, uv: str) -> Base
     """An interpreter for `wanted` (the model's python_env.yaml), or a clear error."""
     available = local_pythons(settings)
     if not wanted:
-        v, p = max(
-            (vp for vp in available if vp[1].parent.parent == Path(sys.base_prefix)), default=available[-1]
-        )
+        own = [vp for vp in available if vp[1].parent.parent == Path(sys.base_prefix)]
+        if not own and not available:
+            raise EnvironmentError_("no Python interpreter found to build the model's environment with")
+        v, p = max(own) if own else available[-1]
         return BasePython(p, str(v), "the server's (the model names no Python version)")
     hit = choose(wanted, available)
     if hit:

@@ -67,9 +67,13 @@ def _extract_tar_member(tar: tarfile.TarFile, m: tarfile.TarInfo, dest: Path) ->
     if target is None:
         return
     if m.issym():
-        os.symlink(m.linkname, target)
+        _symlink_inside(m.linkname, target, dest, m.name)
     elif m.islnk():
         source = dest.joinpath(*safe_relpath(m.linkname).split("/"))
+        if not _inside(os.path.realpath(source), dest):
+            raise UnsafePath(
+                f"refusing archive member {m.name!r}: hard link reaches outside ({m.linkname!r})"
+            )
         shutil.copyfile(source, target)
     else:
         src = tar.extractfile(m)
@@ -80,12 +84,23 @@ def _extract_tar_member(tar: tarfile.TarFile, m: tarfile.TarInfo, dest: Path) ->
         os.chmod(target, 0o755 if m.mode & 0o111 else 0o644)
 
 
+def _inside(real_path: str, dest: Path) -> bool:
+    real_dest = os.path.realpath(dest)
+    return os.path.commonpath([real_path, real_dest]) == real_dest
+
+
 def _refuse_link_parent(target: Path, dest: Path, name: str) -> None:
     # A member written through an earlier symlinked folder could still escape: check the real parent.
-    real_parent = os.path.realpath(target.parent)
-    real_dest = os.path.realpath(dest)
-    if os.path.commonpath([real_parent, real_dest]) != real_dest:
+    if not _inside(os.path.realpath(target.parent), dest):
         raise UnsafePath(f"refusing archive member {name!r}: it would be written through a link outside")
+
+
+def _symlink_inside(link: str, target: Path, dest: Path, name: str) -> None:
+    # Names alone can be fooled by chains (a/b -> .., then a/b/c -> ..): check where the new link resolves.
+    os.symlink(link, target)
+    if not _inside(os.path.realpath(target), dest):
+        target.unlink()
+        raise UnsafePath(f"refusing archive member {name!r}: symlink points outside ({link!r})")
 
 
 def unpack_zip(archive: Path, dest: Path) -> None:
@@ -107,7 +122,7 @@ def unpack_zip(archive: Path, dest: Path) -> None:
                 if target is None:
                     continue
                 if info.filename in links:
-                    os.symlink(links[info.filename], target)
+                    _symlink_inside(links[info.filename], target, dest, info.filename)
                     continue
                 with zf.open(info) as src, open(target, "wb") as out:
                     shutil.copyfileobj(src, out, 1024 * 1024)

@@ -12,6 +12,7 @@ from obstore.store import AzureStore
 from modelport.errors import StorageError
 from modelport.storage.config import StorageSettings
 from modelport.storage.objectstore import ObjectStoreSource, client_options, retry_config
+from modelport.storage.source import redact
 
 
 def split_uri(uri: str) -> tuple[str | None, str, str]:
@@ -32,9 +33,9 @@ def open_source(uri: str, settings: StorageSettings) -> ObjectStoreSource:
     account, container, path = split_uri(uri)
     account = account or settings.azure_account_name
     if not container:
-        raise StorageError(f"Azure URI has no container: {uri}")
+        raise StorageError(f"Azure URI has no container: {redact(uri)}")
     if not account:
-        raise StorageError(f"no Azure storage account for {uri}: set AZURE_STORAGE_ACCOUNT_NAME")
+        raise StorageError(f"no Azure storage account for {redact(uri)}: set AZURE_STORAGE_ACCOUNT_NAME")
     config: dict[str, Any] = {"account_name": account}
     if settings.azure_endpoint:
         config["endpoint"] = settings.azure_endpoint.rstrip("/")

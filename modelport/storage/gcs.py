@@ -13,12 +13,13 @@ from obstore.store import GCSStore
 from modelport.errors import StorageError
 from modelport.storage.config import StorageSettings
 from modelport.storage.objectstore import ObjectStoreSource, client_options, retry_config
+from modelport.storage.source import redact
 
 
 def open_source(uri: str, settings: StorageSettings) -> ObjectStoreSource:
     parts = urlsplit(uri)
     if not parts.netloc:
-        raise StorageError(f"GCS URI has no bucket: {uri}")
+        raise StorageError(f"GCS URI has no bucket: {redact(uri)}")
     config: dict[str, Any] = {}
     allow_http = False
     if settings.gcs_endpoint:

@@ -42,6 +42,10 @@ def _ssl_context(verify: bool) -> ssl.SSLContext:
     return ctx
 
 
+class HeadUnsupported(StorageError):
+    """The server does not answer HEAD (405/501): nothing is wrong with the file."""
+
+
 def open_url(
     url: str,
     settings: StorageSettings,
@@ -59,6 +63,8 @@ def open_url(
         return urllib.request.urlopen(req, timeout=settings.read_timeout_s, context=_ssl_context(verify))
     except urllib.error.HTTPError as exc:
         exc.close()
+        if method == "HEAD" and exc.code in (405, 501):
+            raise HeadUnsupported(f"{shown}: HTTP {exc.code} for HEAD") from exc
         if exc.code >= 500 or exc.code in (408, 429):
             raise TransientError(f"{shown}: HTTP {exc.code}") from exc
         if exc.code == 404:
@@ -144,17 +150,18 @@ class HttpSource:
     def _head(self) -> tuple[int | None, str | None]:
         try:
             resp = open_url(self.uri, self.settings, method="HEAD")
-        except StorageError as exc:
-            if "HTTP 405" in exc.message or "HTTP 501" in exc.message:
-                return None, None  # servers without HEAD: learn nothing, fetch anyway
-            raise
+        except HeadUnsupported:
+            return None, None  # servers without HEAD: learn nothing, fetch anyway
         with resp:
             length = resp.headers.get("Content-Length")
             self.supports_ranges = resp.headers.get("Accept-Ranges", "").lower() == "bytes"
             etag = resp.headers.get("ETag")
             if etag is None and resp.headers.get("Last-Modified"):
                 # No ETag: the modification time still tells a changed file from the cached one.
-                etag = "lm:" + parsedate_to_datetime(resp.headers["Last-Modified"]).isoformat()
+                try:
+                    etag = "lm:" + parsedate_to_datetime(resp.headers["Last-Modified"]).isoformat()
+                except (TypeError, ValueError):
+                    etag = "lm:" + resp.headers["Last-Modified"]
         return (int(length) if length and length.isdigit() else None), etag
 
     def read(self, file: RemoteFile, start: int, end: int | None) -> Iterator[bytes]:

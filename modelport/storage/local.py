@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 from modelport.errors import StorageError
 from modelport.storage.config import StorageSettings
-from modelport.storage.source import Listing, RemoteFile, safe_relpath
+from modelport.storage.source import Listing, RemoteFile, redact, safe_relpath
 
 CHUNK = 1024 * 1024
 
@@ -25,7 +25,7 @@ def local_path(uri: str, settings: StorageSettings) -> Path:
         rest = uri[len("pvc://") :].strip("/")
         name, _, sub = rest.partition("/")
         if not name:
-            raise StorageError(f"PVC URI names no claim: {uri}")
+            raise StorageError(f"PVC URI names no claim: {redact(uri)}")
         # KServe mounts the claim itself at the root; NAME only picks the volume.
         return Path(settings.pvc_root) / sub if sub else Path(settings.pvc_root)
     return Path(uri)

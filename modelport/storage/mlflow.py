@@ -45,7 +45,13 @@ def call_api(settings: StorageSettings, uri: str, endpoint: str, params: dict[st
 
     def once() -> dict[str, Any]:
         with open_url(url, settings, headers=_headers(settings), verify=settings.mlflow_verify_ssl) as resp:
-            return json.loads(resp.read().decode("utf-8") or "{}")
+            try:
+                reply = json.loads(resp.read().decode("utf-8") or "{}")
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise StorageError(f"{redact(url)} did not answer with JSON") from exc
+        if not isinstance(reply, dict):
+            raise StorageError(f"{redact(url)} did not answer with a JSON object")
+        return reply
 
     try:
         return with_retries(once, settings)
@@ -108,12 +114,17 @@ def _resolve_runs(uri: str, settings: StorageSettings) -> str:
 def resolve(uri: str, settings: StorageSettings) -> str:
     """Follow models:/ and runs:/ indirections to a URI a storage back-end can fetch."""
     for _ in range(8):
-        if uri.startswith("models:"):
-            uri = _resolve_models(uri, settings)
-        elif uri.startswith("runs:"):
-            uri = _resolve_runs(uri, settings)
-        else:
-            return uri
+        try:
+            if uri.startswith("models:"):
+                uri = _resolve_models(uri, settings)
+            elif uri.startswith("runs:"):
+                uri = _resolve_runs(uri, settings)
+            else:
+                return uri
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StorageError(
+                f"the MLflow tracking server answered {redact(uri)} with an unexpected reply (missing {exc})"
+            ) from exc
     raise StorageError(f"too many registry indirections resolving {uri}")
 
 
@@ -156,7 +167,9 @@ class MlflowArtifactsSource:
                     pending.append(rel)
                 else:
                     key = f"{self.path}/{rel}" if self.path else rel
-                    files.append(RemoteFile(rel=rel, key=key, size=int(entry.get("file_size") or 0)))
+                    # No size reported means unknown (downloaded and counted), not empty.
+                    size = entry.get("file_size")
+                    files.append(RemoteFile(rel=rel, key=key, size=int(size) if size is not None else None))
         if not files and self.path:
             # Not a folder: maybe one file. Its size is unknown until the download ends.
             files.append(RemoteFile(rel=safe_relpath(self.path.rsplit("/", 1)[-1]), key=self.path, size=None))

@@ -13,6 +13,7 @@ from obstore.store import S3Store
 from modelport.errors import StorageError
 from modelport.storage.config import StorageSettings
 from modelport.storage.objectstore import ObjectStoreSource, client_options, retry_config
+from modelport.storage.source import redact
 
 
 def s3_config(settings: StorageSettings) -> dict[str, Any]:
@@ -37,7 +38,7 @@ def s3_config(settings: StorageSettings) -> dict[str, Any]:
 def open_source(uri: str, settings: StorageSettings) -> ObjectStoreSource:
     parts = urlsplit(uri)
     if not parts.netloc:
-        raise StorageError(f"S3 URI has no bucket: {uri}")
+        raise StorageError(f"S3 URI has no bucket: {redact(uri)}")
     endpoint = settings.aws_endpoint_url or ""
     store = S3Store(
         parts.netloc,

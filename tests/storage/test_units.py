@@ -230,3 +230,19 @@ def test_zip_members_outside_dest_are_refused(tmp_path: Path) -> None:
         zf.writestr(info, "../../outside")
     with pytest.raises(UnsafePath, match="model/link"):
         unpack(archive, "zip", tmp_path / "out")
+
+
+def test_tar_symlink_chains_cannot_reach_outside(tmp_path: Path) -> None:
+    # Each name looks harmless; together a/b -> .. and a/b/c -> .. resolve to the parent of DEST.
+    chain = [_symlink("a/b", ".."), _symlink("a/b/c", "..")]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for member in chain:
+            tar.addfile(member)
+    archive = tmp_path / "chain.tar"
+    archive.write_bytes(buf.getvalue())
+    out = tmp_path / "sub" / "out"
+    out.mkdir(parents=True)
+    with pytest.raises(UnsafePath, match="symlink points outside"):
+        unpack(archive, "tar", out)
+    assert not (out / "c").exists() and not (out / "c").is_symlink()
