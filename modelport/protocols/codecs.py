@@ -48,7 +48,7 @@ def decode_json_tensor(
         raise InvalidInput(f"input '{name}' has datatype BOOL but its data holds non-boolean values")
     if arr.size != count:
         raise InvalidInput(f"input '{name}' has {arr.size} elements but its shape {shape} needs {count}")
-    if datatype.startswith(("INT", "UINT")) and _has_fraction(data, arr):
+    if datatype.startswith(("INT", "UINT")) and _has_fraction(data):
         raise InvalidInput(f"input '{name}' has datatype {datatype} but its data holds non-integer numbers")
     return Tensor(name, datatype, shape, arr.reshape(shape), parameters)
 
@@ -122,7 +122,7 @@ def _all_bools(data: Any) -> bool:
     return all(isinstance(v, bool) for v in _flatten(data))
 
 
-def _has_fraction(data: Any, arr: np.ndarray) -> bool:
+def _has_fraction(data: Any) -> bool:
     return any(isinstance(v, float) and not v.is_integer() for v in _flatten(data))
 
 
