@@ -49,11 +49,10 @@ class ServedModel:
         # Column names when every column is a required number: such tables may skip MLflow's parser.
         fields = list(self._columns.values())
         numeric = (
-            bool(fields)
+            sig is not None
+            and bool(fields)
             and len(fields) == len(sig.inputs)
-            and all(  # type: ignore[union-attr]
-                f.required and f.datatype in _NUMERIC_DATATYPES for f in fields
-            )
+            and all(f.required and f.datatype in _NUMERIC_DATATYPES for f in fields)
         )
         self.numeric_columns: list[str] | None = [f.name for f in fields if f.name] if numeric else None
 

@@ -47,8 +47,8 @@ class Need:
 def check_layout(model_dir: Path, spec: ModelSpec) -> None:
     """Raise LayoutError naming every path the loader needs that is missing."""
     model_dir = Path(model_dir)
-    problems = [_describe(model_dir, need) for need in required_paths(model_dir, spec)]
-    problems = [p for p in problems if p]
+    described = [_describe(model_dir, need) for need in required_paths(model_dir, spec)]
+    problems = [p for p in described if p]
     if not problems:
         return
     raise LayoutError(

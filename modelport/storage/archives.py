@@ -111,12 +111,12 @@ def unpack_zip(archive: Path, dest: Path) -> None:
             for info in infos:
                 rel = safe_relpath(info.filename, what="archive member")
                 if stat.S_ISLNK(info.external_attr >> 16):
-                    target = zf.read(info).decode("utf-8", "replace")
-                    if not _link_inside(rel, target):
+                    link = zf.read(info).decode("utf-8", "replace")
+                    if not _link_inside(rel, link):
                         raise UnsafePath(
-                            f"refusing archive member {info.filename!r}: symlink points outside ({target!r})"
+                            f"refusing archive member {info.filename!r}: symlink points outside ({link!r})"
                         )
-                    links[info.filename] = target
+                    links[info.filename] = link
             for info in infos:
                 target = _member_target(dest, info.filename, info.is_dir())
                 if target is None:

@@ -36,7 +36,7 @@ def open_source(uri: str, settings: StorageSettings) -> ObjectStoreSource:
         raise StorageError(f"Azure URI has no container: {redact(uri)}")
     if not account:
         raise StorageError(f"no Azure storage account for {redact(uri)}: set AZURE_STORAGE_ACCOUNT_NAME")
-    config: dict[str, Any] = {"account_name": account}
+    config: Any = {"account_name": account}  # obstore takes a TypedDict
     if settings.azure_endpoint:
         config["endpoint"] = settings.azure_endpoint.rstrip("/")
     if settings.azure_account_key:

@@ -20,7 +20,7 @@ def open_source(uri: str, settings: StorageSettings) -> ObjectStoreSource:
     parts = urlsplit(uri)
     if not parts.netloc:
         raise StorageError(f"GCS URI has no bucket: {redact(uri)}")
-    config: dict[str, Any] = {}
+    config: Any = {}  # obstore takes a TypedDict
     allow_http = False
     if settings.gcs_endpoint:
         # An emulator (fake-gcs-server): anonymous, usually plain HTTP.

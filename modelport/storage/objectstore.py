@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, List  # noqa: UP035 - see _list_tree
 
 import obstore
 from obstore import exceptions as obx
@@ -21,7 +21,9 @@ from modelport.storage.source import Listing, RemoteFile, TransientError, redact
 CHUNK = 1024 * 1024
 
 
-def client_options(settings: StorageSettings, *, allow_http: bool, verify: bool = True) -> dict[str, Any]:
+def client_options(
+    settings: StorageSettings, *, allow_http: bool, verify: bool = True
+) -> Any:  # obstore takes TypedDicts; built from settings here
     opts: dict[str, Any] = {
         "allow_http": allow_http,
         "connect_timeout": timedelta(seconds=settings.connect_timeout_s),
@@ -34,7 +36,7 @@ def client_options(settings: StorageSettings, *, allow_http: bool, verify: bool 
     return opts
 
 
-def retry_config(settings: StorageSettings) -> dict[str, Any]:
+def retry_config(settings: StorageSettings) -> Any:  # obstore takes TypedDicts; built from settings here
     return {
         "max_retries": settings.retries,
         "retry_timeout": timedelta(seconds=max(30.0, settings.read_timeout_s * (settings.retries + 1))),
@@ -92,7 +94,7 @@ class ObjectStoreSource:
             raise StorageError(f"nothing found at {redact(self.uri)}")
         return Listing(uri=self.uri, files=tuple(files))
 
-    def _list_tree(self) -> list[RemoteFile]:
+    def _list_tree(self) -> List[RemoteFile]:  # noqa: UP006 - `list` is a method of this class
         prefix = self.prefix.strip("/")
         out: dict[str, RemoteFile] = {}
         try:
@@ -134,7 +136,7 @@ class ObjectStoreSource:
         )
 
     def read(self, file: RemoteFile, start: int, end: int | None) -> Iterator[bytes]:
-        options: dict[str, Any] = {}
+        options: Any = {}  # obstore takes a TypedDict
         if end is not None:
             options["range"] = (start, end)
         elif start:

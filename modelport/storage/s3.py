@@ -16,7 +16,7 @@ from modelport.storage.objectstore import ObjectStoreSource, client_options, ret
 from modelport.storage.source import redact
 
 
-def s3_config(settings: StorageSettings) -> dict[str, Any]:
+def s3_config(settings: StorageSettings) -> Any:  # obstore takes TypedDicts; built from settings here
     config: dict[str, Any] = {}
     if settings.aws_endpoint_url:
         config["endpoint"] = settings.aws_endpoint_url.rstrip("/")

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Moto
 from faultproxy import FaultProxy
+from storage_servers import REPO, Moto
 from storage_support import settings_for, tree
 
 from modelport.errors import StorageError

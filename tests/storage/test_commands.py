@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Moto
+from storage_servers import REPO, Moto
 from storage_support import tree
 
 pytestmark = pytest.mark.slow

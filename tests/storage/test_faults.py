@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Moto
 from faultproxy import Fault, FaultProxy
+from storage_servers import Moto
 from storage_support import settings_for, tree
 
 from modelport.errors import StorageError

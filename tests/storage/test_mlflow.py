@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Moto
+from storage_servers import Moto
 from storage_support import settings_for, tree
 
 from modelport.errors import StorageError

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import obstore
 import pytest
-from conftest import AWS, Moto, azure_connection_string, azure_create_container, gcs_put
 from faultproxy import FaultProxy
+from storage_servers import AWS, Moto, azure_connection_string, azure_create_container, gcs_put
 from storage_support import settings_for, tree
 
 from modelport.errors import StorageError, UnsafePath

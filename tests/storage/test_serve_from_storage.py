@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Moto
+from storage_servers import Moto
 
 from tests.conftest import EXAMPLE_IRIS, start_server
 

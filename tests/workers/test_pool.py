@@ -95,18 +95,19 @@ def test_not_ready_while_loading_is_503(crasher_model: Path, tmp_path: Path) -> 
         seen_503 = False
         while time.monotonic() < deadline:
             try:
-                resp = _infer(server.base, 1.0)
+                ready = httpx.get(f"{server.base}/v2/health/ready")
             except httpx.TransportError:
                 time.sleep(0.05)
                 continue
-            if resp.status_code == 503:
+            assert httpx.get(f"{server.base}/v2/health/live").status_code == 200
+            resp = _infer(server.base, 1.0)
+            if ready.status_code == 200:
+                assert resp.status_code == 200, resp.text
+                break
+            assert ready.status_code == 503
+            if resp.status_code == 503:  # (it may have become ready between the two calls)
                 seen_503 = True
                 assert "not ready" in resp.json()["error"]
-                assert httpx.get(f"{server.base}/v2/health/live").status_code == 200
-                assert httpx.get(f"{server.base}/v2/health/ready").status_code == 503
-            else:
-                assert resp.status_code == 200
-                break
             time.sleep(0.05)
         assert seen_503, "the server should answer 503 while the model loads"
     finally:

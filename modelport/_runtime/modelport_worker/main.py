@@ -76,6 +76,8 @@ def serve(fd: int, ping_fd: int) -> None:
         except (EOFError, OSError):
             return
         op, rid = header.get("op"), header.get("id")
+        reply: Dict[str, Any]
+        out: List[Any] = []
         try:
             if op == "load":
                 model = LoadedModel(header["path"])
