@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,8 +151,8 @@ def _uv(
 def _tarball(model_dir: Path, settings: Settings, progress: Progress) -> Interpreter:
     archive = _find_archive(model_dir, settings)
     model = read_model_env(model_dir)
-    key = cache.cache_key("tar", _sha256(archive))
     root = settings.cache_dir / "envs"
+    key = cache.cache_key("tar", _sha256(archive, settings.cache_dir / "tarball-digests"))
     layout: dict[str, str] = {}
 
     def build(tmp: Path) -> None:
@@ -206,12 +207,30 @@ def _find_archive(model_dir: Path, settings: Settings) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, memo_dir: Path) -> str:
+    """The file's sha256, remembered by (path, size, mtime) so a warm start does not re-read GBs."""
+    st = path.stat()
+    stamp = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+    memo = memo_dir / stamp
+    try:
+        known = memo.read_text().strip()
+        if len(known) == 64:
+            return known
+    except OSError:
+        pass
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
             digest.update(chunk)
-    return digest.hexdigest()
+    value = digest.hexdigest()
+    try:
+        memo_dir.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
+        tmp.write_text(value)
+        os.replace(tmp, memo)
+    except OSError:
+        pass  # an unwritable cache only costs the next start another read
+    return value
 
 
 def _path(model_dir: Path, settings: Settings) -> Interpreter:
