@@ -28,7 +28,9 @@ test-fast: setup-test
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
 lint: setup-test
-	$(VENV)/bin/ruff check modelport tests benchmarks
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy modelport
 
 bench: setup-test
 	$(PY) benchmarks/serve_bench.py

@@ -33,6 +33,15 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", dest="cache_dir")
     p.add_argument("--load-timeout", dest="load_timeout", type=float)
     p.add_argument("--log-level", dest="log_level")
+    p.add_argument("--log-format", dest="log_format", choices=["text", "json"])
+    p.add_argument("--access-log", dest="access_log", action="store_true", default=None)
+    p.add_argument("--request-timeout", dest="request_timeout", type=float, help="seconds; 0 = none")
+    p.add_argument("--worker-ping-timeout", dest="worker_ping_timeout", type=float)
+    p.add_argument("--graceful-timeout", dest="graceful_timeout", type=float)
+    p.add_argument("--max-connections", dest="max_connections", type=int)
+    p.add_argument("--max-header-bytes", dest="max_header_bytes", type=int)
+    p.add_argument("--header-timeout", dest="header_timeout", type=float)
+    p.add_argument("--keep-alive-timeout", dest="keep_alive_timeout", type=float)
 
 
 def _storage_parsers(sub: argparse._SubParsersAction) -> None:

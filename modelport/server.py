@@ -5,21 +5,23 @@ its workers, and serve every protocol on one HTTP port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import resource
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from modelport import logs
 from modelport.dataplane import DataPlane
 from modelport.envs import resolve_interpreter
 from modelport.errors import EnvironmentError_, ModelportError
 from modelport.mlmodel import check_layout, read_model_spec, rewrite_for_mlflow, shadow_model_dir
 from modelport.mlmodel.types import ModelSpec
 from modelport.model import ROW_WISE_FLAVORS, ServedModel
-from modelport.protocols.httpserver import HttpServer
+from modelport.protocols.httpserver import HttpServer, Limits
 from modelport.protocols.rest import App
 from modelport.settings import ServeSettings, Settings
 from modelport.storage import resolve_model
@@ -30,12 +32,14 @@ from modelport.workers.pool import WorkerPool
 log = logging.getLogger("modelport")
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def raise_open_files_limit() -> None:
+    """Connections are file descriptors: allow as many as the hard limit lets --max-connections use."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard)
+            )
 
 
 def batching_enabled(mode: str, spec: ModelSpec) -> bool:
@@ -112,7 +116,11 @@ async def run_server(settings: Settings) -> int:
             "--grpc-port %d: gRPC is not served yet; V2 is on the HTTP port", settings.serve.grpc_port
         )
     app = App(DataPlane({model.name: model}), settings.serve.max_body_bytes)
-    http = HttpServer(app, settings.serve.host, settings.serve.http_port)
+    opts = settings.serve
+    limits = Limits(opts.max_header_bytes, opts.header_timeout_s, opts.max_connections)
+    # The drain leaves a little of the grace period for stopping the workers.
+    drain_s = max(1.0, opts.graceful_timeout_s - 2.0)
+    http = HttpServer(app, opts.host, opts.http_port, limits, opts.keep_alive_timeout_s, drain_s)
     try:
         await http.start()
     except OSError as exc:
@@ -140,8 +148,9 @@ async def run_server(settings: Settings) -> int:
     loader = asyncio.create_task(load())
     try:
         await stop.wait()
-        log.info("shutting down")
+        log.info("shutting down: answering the requests received, then stopping (--graceful-timeout)")
     finally:
+        app.draining = True
         model.pool.begin_shutdown()
         await http.stop()
         loader.cancel()
@@ -152,7 +161,8 @@ async def run_server(settings: Settings) -> int:
 
 
 def serve(settings: Settings) -> int:
-    configure_logging(settings.serve.log_level)
+    logs.configure(settings.serve.log_level, settings.serve.log_format, access_log=settings.serve.access_log)
+    raise_open_files_limit()
     try:
         import uvloop
 

@@ -51,6 +51,17 @@ class ServeSettings:
     python: str | None = None
     load_timeout_s: float = 600.0
     log_level: str = "info"
+    log_format: str = "text"  # text | json
+    access_log: bool = False
+    # Request lifecycle: 0 means no request timeout.
+    request_timeout_s: float = 60.0
+    worker_ping_timeout_s: float = 10.0
+    graceful_timeout_s: float = 30.0
+    # HTTP admission.
+    max_connections: int = 1000
+    max_header_bytes: int = 64 * 1024
+    header_timeout_s: float = 10.0
+    keep_alive_timeout_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,23 @@ def _pick(flags: Mapping[str, Any], environ: Mapping[str, str], name: str, cast:
         raise ModelportError(f"MODELPORT_{name.upper()}={env!r} is not a valid {cast.__name__}") from exc
 
 
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise ValueError(f"log format {value!r}: expected text or json")
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not a boolean")
+
+
 def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     """Combine parsed CLI flags (None = not given) with the environment."""
     d = ServeSettings()
@@ -100,6 +128,15 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Sett
         python=_pick(flags, environ, "python", str, d.python),
         load_timeout_s=_pick(flags, environ, "load_timeout", float, d.load_timeout_s),
         log_level=_pick(flags, environ, "log_level", str, d.log_level),
+        log_format=_pick(flags, environ, "log_format", _log_format, d.log_format),
+        access_log=_pick(flags, environ, "access_log", _boolean, d.access_log),
+        request_timeout_s=_pick(flags, environ, "request_timeout", float, d.request_timeout_s),
+        worker_ping_timeout_s=_pick(flags, environ, "worker_ping_timeout", float, d.worker_ping_timeout_s),
+        graceful_timeout_s=_pick(flags, environ, "graceful_timeout", float, d.graceful_timeout_s),
+        max_connections=_pick(flags, environ, "max_connections", int, d.max_connections),
+        max_header_bytes=_pick(flags, environ, "max_header_bytes", int, d.max_header_bytes),
+        header_timeout_s=_pick(flags, environ, "header_timeout", float, d.header_timeout_s),
+        keep_alive_timeout_s=_pick(flags, environ, "keep_alive_timeout", float, d.keep_alive_timeout_s),
     )
     cache = flags.get("cache_dir") or None
     try:
