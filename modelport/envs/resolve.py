@@ -139,6 +139,7 @@ def _uv(
         }
 
     hit = cache.get_or_build(root, key, build, finish, on_wait=log.info)
+    _record_build("uv", hit)
     python = str(hit.path / "bin" / "python")
     note = "" if base.note == "exact" else f", Python {base.note}"
     if hit.built:
@@ -146,6 +147,14 @@ def _uv(
     else:
         reason = f"{why} → cached uv env at {hit.path}{note}"
     return Interpreter(python, reason, str(hit.path), hit.seconds if hit.built else 0.0)
+
+
+def _record_build(kind: str, hit: cache.CacheHit) -> None:
+    """ENV_BUILD_SECONDS for a real build: build (or unpack), relocation and check, as logged."""
+    if hit.built:
+        from modelport.metrics import ENV_BUILD_SECONDS  # lazily: `modelport env diff` never needs it
+
+        ENV_BUILD_SECONDS.labels(kind).observe(hit.seconds)
 
 
 def _tarball(model_dir: Path, settings: Settings, progress: Progress) -> Interpreter:
@@ -172,6 +181,7 @@ def _tarball(model_dir: Path, settings: Settings, progress: Progress) -> Interpr
         }
 
     hit = cache.get_or_build(root, key, build, finish, on_wait=log.info)
+    _record_build("tarball", hit)
     python = str(hit.path / str(hit.meta.get("python", "bin/python")))
     kind = hit.meta.get("kind", "venv")
     if hit.built:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from modelport.errors import StorageError
 from modelport.storage.config import StorageSettings
-from modelport.storage.progress import Clock, NullReporter, Reporter, Summary
+from modelport.storage.progress import Clock, MeteredReporter, NullReporter, Reporter, Summary
 from modelport.storage.registry import LOCAL_SCHEMES, open_source, scheme_of
 from modelport.storage.source import Listing, Source, redact
 
@@ -44,6 +44,11 @@ def _fill(source: Source, listing: Listing, root: Path, settings: StorageSetting
 Placer = Callable[[Source, Listing], tuple[Path, int, bool]]
 
 
+def metric_scheme(uri: str) -> str:
+    """The ``scheme`` label of the fetch metrics: the registry's key, "file" for a plain path."""
+    return scheme_of(uri) or "file"
+
+
 def _run(uri: str, settings: StorageSettings, reporter: Reporter, place: Placer) -> tuple[Path, Summary]:
     clock = Clock()
     source = open_source(uri, settings)
@@ -64,7 +69,7 @@ def fetch(uri: str, dest: Path | str, settings: StorageSettings, reporter: Repor
     from modelport.storage.staging import commit, discard, new_staging
 
     dest = Path(dest).absolute()
-    reporter = reporter or NullReporter()
+    reporter = MeteredReporter(reporter or NullReporter(), metric_scheme(uri))
 
     def place(source: Source, listing: Listing) -> tuple[Path, int, bool]:
         stage = new_staging(dest)
@@ -87,13 +92,21 @@ def resolve_model(
     if scheme_of(uri) in LOCAL_SCHEMES:
         from modelport.storage.local import local_path
 
+        clock = Clock()
         path = local_path(uri, settings)
         if not path.exists():
             raise StorageError(f"model path does not exist: {path}")
-        return path.resolve()
+        path = path.resolve()
+        # Served in place: nothing downloaded, but the series shows how the model was resolved.
+        from modelport.metrics import FETCH_BYTES, FETCH_SECONDS
+
+        scheme = metric_scheme(uri)
+        FETCH_BYTES.labels(scheme).inc(0)
+        FETCH_SECONDS.labels(scheme).observe(clock.elapsed())
+        return path
     from modelport.storage.cache import cached_tree
 
-    reporter = reporter or NullReporter()
+    reporter = MeteredReporter(reporter or NullReporter(), metric_scheme(uri))
 
     def place(source: Source, listing: Listing) -> tuple[Path, int, bool]:
         counted = [0]
