@@ -18,6 +18,8 @@ from loadgen import COLUMNS, ROW
 from processes import ServerProcess, free_ports
 
 MODEL_NAME = "iris"
+GRANIAN_FRONT = Path(__file__).resolve().parent / "granian_front.py"
+GRANIAN_PACKAGES = ("granian==2.8.9",)
 MLSERVER_PACKAGES = (
     "mlserver==1.7.1",
     "mlserver-mlflow==1.7.1",
@@ -111,11 +113,12 @@ class Peer:
     def process(self, venv: Venv, model: Path, port: int, work: Path, extra: list[str]) -> ServerProcess:
         log = work / "logs" / f"{self.name}.log"
         env = server_env(venv)
-        if self.name == "modelport":
+        if self.name in ("modelport", "modelport-granian"):
+            # The same app, settings and workers; only the HTTP front differs (benchmarks/granian_front.py).
+            launcher = ["-m", "modelport"] if self.name == "modelport" else [str(GRANIAN_FRONT)]
             argv = [
                 str(venv.python),
-                "-m",
-                "modelport",
+                *launcher,
                 "serve",
                 str(model),
                 "--name",
@@ -157,6 +160,8 @@ class Peer:
 
 PEERS = {
     "modelport": Peer("modelport", ("v2", "mlflow")),
+    # modelport behind granian instead of its own front, to compare the two (not run by default).
+    "modelport-granian": Peer("modelport-granian", ("v2", "mlflow")),
     "mlflow": Peer("mlflow", ("mlflow",)),
     # mlserver-mlflow also mounts MLflow's /invocations on MLServer, so it is measured there too.
     "mlserver": Peer("mlserver", ("v2", "mlflow")),

@@ -76,6 +76,19 @@ def tree_memory_mb(root: int) -> tuple[float, float]:
     return sum(r for r, _ in sizes) * 1024 / 1e6, sum(p for _, p in sizes) * 1024 / 1e6
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds used so far by the live processes of the tree (exited ones are lost)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in process_tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / tick
+
+
 def memory_by_process(root: int) -> list[tuple[str, float]]:
     """(short command line, RSS MB) for each process of the tree, to show where the memory sits."""
     out = []

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import PROTOCOLS, LoadResult, find_wrk, run_wrk, write_lua, wrk_threads  # noqa: E402
 from peers import (  # noqa: E402
+    GRANIAN_PACKAGES,
     MLSERVER_PACKAGES,
     PEERS,
     Peer,
@@ -42,6 +43,7 @@ VERSIONS = (
     "numpy",
     "pandas",
     "uvicorn",
+    "granian",
     "uvloop",
     "fastapi",
 )
@@ -61,7 +63,12 @@ class Row:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--servers", default="modelport,mlflow,mlserver", help="comma list (default: all three)")
+    p.add_argument(
+        "--servers",
+        default="modelport,mlflow,mlserver",
+        help="comma list (default: modelport,mlflow,mlserver; add modelport-granian for modelport's app "
+        "behind granian, benchmarks/granian_front.py)",
+    )
     p.add_argument("--protocols", default="v2,mlflow", help="comma list of v2,mlflow (default: both)")
     p.add_argument("--connections", default="1,32", help="comma list of wrk connection counts")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of measured load per run")
@@ -76,8 +83,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=REPO / ".bench" / "serve_results.md")
     p.add_argument("--work", type=Path, default=REPO / ".bench", help="virtualenvs, logs, MLServer repo")
     p.add_argument("--python", default=sys.executable, help="base interpreter of the virtualenvs (3.10-3.12)")
-    p.add_argument("--modelport-python", help="use this interpreter for modelport instead of building a venv")
-    p.add_argument("--modelport-args", default="", help="extra flags for `modelport serve`")
+    p.add_argument(
+        "--modelport-python",
+        help="use this interpreter for modelport (and modelport-granian) instead of building a venv",
+    )
+    p.add_argument("--modelport-args", default="", help="extra flags for `modelport serve` (both fronts)")
     p.add_argument("--ready-timeout", type=float, default=300.0)
     p.add_argument("--rebuild", action="store_true", help="recreate the virtualenvs")
     args = p.parse_args(argv)
@@ -101,14 +111,16 @@ def build_venvs(args: argparse.Namespace) -> dict[str, Venv]:
     venvs: dict[str, Venv] = {}
     for name in args.servers:
         path = args.work / f"venv-{name}"
-        if name == "modelport":
+        if name in ("modelport", "modelport-granian"):
             if args.modelport_python:
                 venvs[name] = Venv(Path(args.modelport_python).absolute().parent.parent)
                 continue
             # Editable, so the checkout's current code is what runs; the stamp follows pyproject's deps.
+            # granian gets a venv of its own: it is no dependency of modelport's.
             pyproject = (REPO / "pyproject.toml").read_text()
+            front = list(GRANIAN_PACKAGES) if name == "modelport-granian" else []
             venvs[name] = build_venv(
-                path, args.python, ["-e", str(REPO), *requirements], pyproject, args.rebuild
+                path, args.python, ["-e", str(REPO), *requirements, *front], pyproject, args.rebuild
             )
         elif name == "mlflow":
             venvs[name] = build_venv(path, args.python, requirements, rebuild=args.rebuild)
@@ -125,10 +137,11 @@ def measure(
     """The rows of one server, and where its memory sat after the last run."""
     protocols = [p for p in args.protocols if p in peer.protocols]
     rows = [Row(peer.name, p, c) for p in protocols for c in args.connections]
-    if peer.name == "modelport":
+    own = peer.name.startswith("modelport")
+    if own:
         # Its own sources are compiled here, as the venvs' packages were at install time.
         subprocess.run([str(venv.python), "-m", "compileall", "-q", str(REPO / "modelport")], check=False)
-    extra = args.modelport_args.split() if peer.name == "modelport" else []
+    extra = args.modelport_args.split() if own else []
     colds: list[float] = []
     server = None
     breakdown = ""
@@ -280,18 +293,45 @@ def targets(rows: list[Row]) -> list[str]:
     return lines
 
 
+def front_comparison(rows: list[Row]) -> list[str]:
+    """modelport behind granian vs behind its own front, where both ran the same protocol and load."""
+    own = {(r.protocol, r.connections): r.result for r in rows if r.server == "modelport" and r.result}
+    lines = []
+    for r in rows:
+        base = own.get((r.protocol, r.connections))
+        if r.server != "modelport-granian" or r.result is None or base is None:
+            continue
+        g = r.result
+        lines.append(
+            f"{r.protocol} at {r.connections} connection(s): granian {g.rps:.0f} req/s, p50 {g.p50_ms:.2f} ms, "
+            f"p99 {g.p99_ms:.2f} ms vs modelport's front {base.rps:.0f} req/s, p50 {base.p50_ms:.2f} ms, "
+            f"p99 {base.p99_ms:.2f} ms: req/s {_ratio(g.rps, base.rps)}, p50 {_ratio(g.p50_ms, base.p50_ms)}, "
+            f"p99 {_ratio(g.p99_ms, base.p99_ms)}"
+        )
+    return lines
+
+
 def render_text(head: list[str], body: list[list[str]]) -> str:
     widths = [max(len(c) for c in col) for col in zip(head, *body, strict=True)]
     fmt = "  ".join(f"{{:{'<' if i < 2 or i == len(head) - 1 else '>'}{w}}}" for i, w in enumerate(widths))
     return "\n".join(fmt.format(*line).rstrip() for line in [head, *body])
 
 
-def render_markdown(head: list[str], body: list[list[str]], goals: list[str], meta: list[str]) -> str:
+def render_markdown(
+    head: list[str], body: list[list[str]], goals: list[str], meta: list[str], fronts: Sequence[str] = ()
+) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
     out = ["# Serving benchmark: modelport vs mlflow models serve vs MLServer", "", *lines, ""]
     if goals:
         out += ["Targets (measured, not asserted):", "", *[f"- {g}" for g in goals], ""]
+    if fronts:
+        out += [
+            "HTTP front: modelport's app behind granian vs its own front:",
+            "",
+            *[f"- {f}" for f in fronts],
+            "",
+        ]
     return "\n".join([*out, *meta, ""])
 
 
@@ -329,6 +369,11 @@ def metadata(
         "- Errors: non-2xx responses plus socket errors (connect, read, write, 2 s timeouts).",
         "- One model worker each: modelport `--workers 1`, mlflow `-w 1`, MLServer `parallel_workers: 1`.",
     ]
+    if "modelport-granian" in args.servers:
+        lines.append(
+            "- modelport-granian: `benchmarks/granian_front.py serve` (same flags), modelport's ASGI app and "
+            "workers behind granian embedded in one process (1 Rust runtime thread, the process's uvloop)."
+        )
     for name, venv in venvs.items():
         versions = installed_versions(venv, VERSIONS)
         lines.append(f"- {name}: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
@@ -357,12 +402,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += server_rows
     head, body = table(rows)
     goals = targets(rows)
+    fronts = front_comparison(rows)
     print()
     print(render_text(head, body))
-    for goal in goals:
-        print(goal)
+    for line in [*goals, *fronts]:
+        print(line)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render_markdown(head, body, goals, metadata(args, venvs, argv, rows, memory)))
+    meta = metadata(args, venvs, argv, rows, memory)
+    args.out.write_text(render_markdown(head, body, goals, meta, fronts))
     print(f"\nwritten to {args.out}")
     return 0
 

@@ -224,7 +224,6 @@ def test_metrics_page_of_a_real_server(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="pending integration")
 def test_json_logs_and_access_lines_of_a_real_server(tmp_path: Path) -> None:
     server = start_server(EXAMPLE_IRIS, "--log-format", "json", "--access-log", tmp=tmp_path)
     rid = "client-chosen-id-42"

@@ -1,19 +1,146 @@
 """Open Inference Protocol tensors: datatypes, JSON data, the binary tensor extension,
-and the MLServer ``content_type`` conventions (``np``, ``pd``, ``str``, ``base64``).
+and the MLServer ``content_type`` conventions (``np``, ``pd``, ``str``, ``base64``);
+plus the limits every body the front decodes is held to (JSON depth, decoded size).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import gc
 import math
-from typing import Any
+import threading
+from collections.abc import Callable
+from functools import lru_cache
+from itertools import chain
+from typing import Any, TypeVar
 
+import msgspec
 import numpy as np
 
 from modelport._runtime.modelport_worker.tensors import pack_bytes, unpack_bytes
 from modelport.errors import InvalidInput
 from modelport.inference import NUMPY_OF, Tensor
+
+# --- limits -------------------------------------------------------------------------
+
+# Bodies larger than this are decoded (and big responses encoded) in a thread, so the
+# event loop keeps answering; smaller ones stay on the loop, where a thread hop costs more
+# than the decode.
+OFF_LOOP_BYTES = 1 << 20
+
+# Deeper JSON is refused before any parser sees it. Real payloads nest a few levels
+# (a tensor of up to 64 dimensions inside a body); the parsers (msgspec here, the
+# model's MLflow in the worker) raise RecursionError somewhere near 1,000, depending
+# on their interpreter and stack, and that would be a 500.
+MAX_JSON_DEPTH = 100
+
+# A request may decode to at most DECODED_PER_BODY_BYTE times its body, or DECODED_FLOOR
+# for small bodies, computed from its shapes before anything is allocated. K = 8 is twice
+# the largest ratio a request whose data matches its shapes can reach: JSON numbers of two
+# bytes ("1,") becoming FP64 are 4x; a JSON BYTES element "" (3 bytes, counted at
+# BYTES_ELEMENT_COST) is 5.3x; binary data is 1x, an empty binary BYTES element 4x. So no
+# honest request is refused, and shapes that lie about their data are, however small the body.
+DECODED_PER_BODY_BYTE = 8
+DECODED_FLOOR = 1 << 20
+# What a BYTES element costs beyond its payload: its slot in the object array (8 bytes) and
+# its length prefix when framed for the worker (4), rounded up. The str/bytes object itself
+# is made by the JSON parse, which the body's size already bounds.
+BYTES_ELEMENT_COST = 16
+
+T = TypeVar("T")
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_enabled = False
+
+
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run a decode or encode of a large body in a thread, with the cyclic GC paused.
+
+    The GC matters more than the thread: a body of a million small lists triggers enough
+    collections to triple its decode time, all of it holding the GIL. What a decode
+    allocates holds no cycles, and the pause ends with the last decode running.
+    """
+    return await asyncio.to_thread(_without_gc, fn, *args)
+
+
+def _without_gc(fn: Callable[..., T], *args: Any) -> T:
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        return fn(*args)
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
+
+
+_BRACKETS = np.zeros(256, np.int8)
+_BRACKETS[[ord("["), ord("{")]] = 1
+_BRACKETS[[ord("]"), ord("}")]] = -1
+_SCAN_CHUNK = 1 << 18
+
+
+def check_json_depth(body: bytes | memoryview, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse JSON nested deeper than ``limit`` without parsing it."""
+    raw = body if isinstance(body, bytes) else bytes(body)
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return
+    depth = json_depth(raw)
+    if depth > limit:
+        raise InvalidInput(f"the request body's JSON is nested {depth} levels deep; the limit is {limit}")
+
+
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of arrays and objects in JSON text, brackets in strings excluded.
+
+    Exact for valid JSON and for the valid prefix of invalid JSON (all a parser reads
+    before it stops). Vectorised, in chunks: a few ns a byte, mostly without the GIL.
+    """
+    if b"\\" in raw:
+        # Blank out escapes, left to right as JSON reads them: "\\" pairs, then escaped quotes.
+        raw = raw.replace(b"\\\\", b"__").replace(b'\\"', b"__")
+    text = np.frombuffer(raw, np.uint8)
+    depth = best = in_string = 0
+    for start in range(0, text.size, _SCAN_CHUNK):
+        chunk = text[start : start + _SCAN_CHUNK]
+        quotes = np.cumsum(chunk == ord('"'), dtype=np.int32)
+        parity = int(quotes[-1]) & 1
+        quotes &= 1  # 1 where an odd number of quotes came before: inside a string
+        if in_string:
+            quotes ^= 1
+        step = np.take(_BRACKETS, chunk)
+        np.multiply(step, quotes == 0, out=step)
+        levels = np.cumsum(step, dtype=np.int32)
+        best = max(best, depth + int(levels.max()))
+        depth += int(levels[-1])
+        in_string ^= parity
+    return best
+
+
+def check_decoded_size(decoded: int, body_size: int) -> None:
+    """Refuse a request whose shapes claim more than its body can hold (see DECODED_PER_BODY_BYTE).
+
+    A 400, not a 413: the body is within --max-body-bytes; what is wrong is that its shapes
+    disagree with its data, and a smaller body would not help.
+    """
+    limit = max(DECODED_PER_BODY_BYTE * body_size, DECODED_FLOOR)
+    if decoded > limit:
+        raise InvalidInput(
+            f"the request's shapes need {decoded} bytes decoded, more than its body of "
+            f"{body_size} bytes can hold (limit {limit} bytes: {DECODED_PER_BODY_BYTE}x the body, "
+            f"at least {DECODED_FLOOR}); shapes and data disagree"
+        )
+
+
+# --- tensor headers -----------------------------------------------------------------
 
 
 def element_count(shape: list[int]) -> int:
@@ -21,53 +148,135 @@ def element_count(shape: list[int]) -> int:
 
 
 def _check_shape(name: str, shape: list[int]) -> None:
-    if any((not isinstance(d, int)) or d < 0 for d in shape):
+    for d in shape:
+        if type(d) is not int or d < 0:
+            raise InvalidInput(
+                f"input '{name}' has an invalid shape {shape}: dimensions must be non-negative integers"
+            )
+    if shape and shape[0] > 0 and 0 in shape:
+        # No elements but rows: each row would become an object of its own downstream.
         raise InvalidInput(
-            f"input '{name}' has an invalid shape {shape}: dimensions must be non-negative integers"
+            f"input '{name}' has shape {shape}: {shape[0]} rows of no elements; "
+            "an empty tensor has 0 as its first dimension"
         )
 
 
-def decode_json_tensor(
-    name: str, datatype: str, shape: list[int], data: Any, parameters: dict[str, Any]
-) -> Tensor:
-    """A V2 input whose data came in the JSON body."""
-    _check_shape(name, shape)
-    count = element_count(shape)
-    if datatype == "BYTES":
-        return _bytes_tensor(name, shape, _flatten(data), parameters)
-    dtype = NUMPY_OF.get(datatype)
-    if dtype is None:
+def _check_datatype(name: str, datatype: str) -> None:
+    if datatype != "BYTES" and datatype not in NUMPY_OF:
         raise InvalidInput(
             f"input '{name}' has unknown datatype {datatype!r}; expected one of {', '.join([*NUMPY_OF, 'BYTES'])}"
         )
+
+
+def decoded_nbytes(name: str, datatype: str, shape: list[int]) -> int:
+    """Check an input's datatype and shape; return the bytes its decoded tensor will take."""
+    _check_datatype(name, datatype)
+    _check_shape(name, shape)
+    per_element = BYTES_ELEMENT_COST if datatype == "BYTES" else NUMPY_OF[datatype].itemsize
+    return element_count(shape) * per_element
+
+
+# --- JSON data ----------------------------------------------------------------------
+
+_ELEMENT_TYPE: dict[str, type] = {
+    "BOOL": bool,
+    "BYTES": str,
+    **{dt: int for dt in NUMPY_OF if dt.startswith(("INT", "UINT"))},
+    **{dt: float for dt in NUMPY_OF if dt.startswith("FP")},
+}
+
+
+@lru_cache(maxsize=64)
+def _typed_decoder(element: type, depth: int) -> msgspec.json.Decoder[Any]:
+    t: Any = element
+    for _ in range(depth):
+        t = list[t]
+    return msgspec.json.Decoder(t)
+
+
+def _decode_data(datatype: str, shape: list[int], raw: msgspec.Raw) -> tuple[Any, int]:
+    """JSON data as Python values, and how deep it was checked to be all of the datatype's
+    element type (0: unchecked). Flat data and data nested as its shape are checked in C."""
+    element = _ELEMENT_TYPE[datatype]
+    for depth in (1, len(shape)) if len(shape) > 1 else (1,):
+        try:
+            return _typed_decoder(element, depth).decode(raw), depth
+        except msgspec.ValidationError:
+            pass
+    try:
+        return msgspec.json.decode(raw), 0
+    except RecursionError as exc:  # check_json_depth ran first; never trust one guard alone
+        raise InvalidInput("the request body's JSON is nested too deeply") from exc
+
+
+def decode_json_tensor(
+    name: str,
+    datatype: str,
+    shape: list[int],
+    data: Any,
+    parameters: dict[str, Any],
+    header_checked: bool = False,
+) -> Tensor:
+    """A V2 input whose data came in the JSON body (as ``msgspec.Raw`` or decoded);
+    ``header_checked``: its datatype and shape already passed ``decoded_nbytes``."""
+    if not header_checked:
+        _check_datatype(name, datatype)
+        _check_shape(name, shape)
+    count = element_count(shape)
+    typed = 0  # how deep the data was checked to be of the element type
+    if isinstance(data, msgspec.Raw):
+        data, typed = _decode_data(datatype, shape, data)
+    if data is None:
+        raise InvalidInput(f"input '{name}' has null data")
+    if datatype == "BYTES":
+        if typed:
+            items = data
+            for _ in range(typed - 1):
+                items = list(chain.from_iterable(items))
+            return _bytes_tensor(name, shape, items, parameters, all_str=True)
+        return _bytes_tensor(name, shape, _flatten(data), parameters)
+    dtype = NUMPY_OF[datatype]
     try:
         arr = np.asarray(data, dtype=dtype)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInput(f"input '{name}': data does not fit datatype {datatype}: {exc}") from exc
-    if datatype == "BOOL" and not _all_bools(data):
-        raise InvalidInput(f"input '{name}' has datatype BOOL but its data holds non-boolean values")
     if arr.size != count:
         raise InvalidInput(f"input '{name}' has {arr.size} elements but its shape {shape} needs {count}")
-    if datatype.startswith(("INT", "UINT")) and _has_fraction(data):
-        raise InvalidInput(f"input '{name}' has datatype {datatype} but its data holds non-integer numbers")
+    if not typed:
+        if datatype == "BOOL" and not _all_bools(data):
+            raise InvalidInput(f"input '{name}' has datatype BOOL but its data holds non-boolean values")
+        if datatype.startswith(("INT", "UINT")) and _has_fraction(data):
+            raise InvalidInput(
+                f"input '{name}' has datatype {datatype} but its data holds non-integer numbers"
+            )
     return Tensor(name, datatype, shape, arr.reshape(shape), parameters)
 
 
 def decode_binary_tensor(
-    name: str, datatype: str, shape: list[int], raw: memoryview, parameters: dict[str, Any]
+    name: str,
+    datatype: str,
+    shape: list[int],
+    raw: memoryview,
+    parameters: dict[str, Any],
+    header_checked: bool = False,
 ) -> Tensor:
-    """A V2 input sent with the binary tensor data extension."""
-    _check_shape(name, shape)
+    """A V2 input sent with the binary tensor data extension (``header_checked``: as above)."""
+    if not header_checked:
+        _check_datatype(name, datatype)
+        _check_shape(name, shape)
     count = element_count(shape)
     if datatype == "BYTES":
+        if raw.nbytes < 4 * count:  # every element has a 4-byte length: refuse before unpacking
+            raise InvalidInput(
+                f"input '{name}' has {raw.nbytes} bytes of binary BYTES data, too few for the "
+                f"{count} elements of its shape {shape}"
+            )
         try:
             items = unpack_bytes(raw)
         except ValueError as exc:
             raise InvalidInput(f"input '{name}': malformed binary BYTES data: {exc}") from exc
         return _bytes_tensor(name, shape, items, parameters)
-    dtype = NUMPY_OF.get(datatype)
-    if dtype is None:
-        raise InvalidInput(f"input '{name}' has unknown datatype {datatype!r}")
+    dtype = NUMPY_OF[datatype]
     if raw.nbytes != count * dtype.itemsize:
         raise InvalidInput(
             f"input '{name}' has {raw.nbytes} bytes of binary data but shape {shape} of {datatype} needs {count * dtype.itemsize}"
@@ -76,32 +285,41 @@ def decode_binary_tensor(
     return Tensor(name, datatype, shape, arr, parameters)
 
 
-def _bytes_tensor(name: str, shape: list[int], items: list[Any], parameters: dict[str, Any]) -> Tensor:
+def _bytes_tensor(
+    name: str, shape: list[int], items: list[Any], parameters: dict[str, Any], all_str: bool = False
+) -> Tensor:
     count = element_count(shape)
     if len(items) != count:
         raise InvalidInput(f"input '{name}' has {len(items)} elements but its shape {shape} needs {count}")
+    content_type = parameters.get("content_type")
+    if content_type == "base64":
+        items = [_base64(name, v) for v in items]
+    elif not all_str:
+        kinds = set(map(type, items))
+        if not kinds <= {str, bytes}:
+            bad = next(k for k in kinds if k not in (str, bytes))
+            raise InvalidInput(f"input '{name}' has datatype BYTES but holds {bad.__name__} values")
+        if content_type == "str" and bytes in kinds:
+            items = [_utf8(name, v) for v in items]
     arr = np.empty(count, dtype=object)
-    arr[:] = [_bytes_item(name, v, parameters) for v in items]
+    arr[:] = items
     return Tensor(name, "BYTES", shape, arr.reshape(shape), parameters)
 
 
-def _bytes_item(name: str, value: Any, parameters: dict[str, Any]) -> Any:
-    content_type = parameters.get("content_type")
-    if content_type == "base64":
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, TypeError, ValueError) as exc:
-            raise InvalidInput(f"input '{name}' has content_type base64 but holds invalid base64") from exc
-    if isinstance(value, bytes):
-        if content_type == "str":
-            try:
-                return value.decode()
-            except UnicodeDecodeError as exc:
-                raise InvalidInput(f"input '{name}' has content_type str but is not valid UTF-8") from exc
-        return value
+def _base64(name: str, value: Any) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, TypeError, ValueError) as exc:
+        raise InvalidInput(f"input '{name}' has content_type base64 but holds invalid base64") from exc
+
+
+def _utf8(name: str, value: str | bytes) -> str:
     if isinstance(value, str):
         return value
-    raise InvalidInput(f"input '{name}' has datatype BYTES but holds {type(value).__name__} values")
+    try:
+        return value.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"input '{name}' has content_type str but is not valid UTF-8") from exc
 
 
 def _flatten(data: Any) -> list[Any]:
@@ -126,12 +344,16 @@ def _has_fraction(data: Any) -> bool:
     return any(isinstance(v, float) and not v.is_integer() for v in _flatten(data))
 
 
+# --- outputs ------------------------------------------------------------------------
+
+
 def encode_json_data(arr: np.ndarray) -> list[Any]:
     """Row-major flat data for a V2 JSON output."""
     flat = arr.reshape(-1)
-    if flat.dtype.kind in "biuf":
-        return flat.tolist()
-    return [_text(v) for v in flat.tolist()]
+    values = flat.tolist()
+    if flat.dtype.kind in "biuf" or set(map(type, values)) <= {str}:
+        return values  # type: ignore[no-any-return]
+    return [_text(v) for v in values]
 
 
 def _text(value: Any) -> Any:
@@ -149,3 +371,10 @@ def encode_binary_data(arr: np.ndarray) -> bytes:
     if arr.dtype.kind in "biuf":
         return np.ascontiguousarray(arr).tobytes()
     return pack_bytes(v if isinstance(v, (str, bytes)) else str(v) for v in arr.reshape(-1).tolist())
+
+
+def output_nbytes(tensors: list[Tensor]) -> int:
+    """About what encoding these outputs will cost: decides whether to do it off the loop."""
+    return sum(
+        t.data.nbytes if t.data.dtype.kind in "biuf" else t.data.size * BYTES_ELEMENT_COST for t in tensors
+    )

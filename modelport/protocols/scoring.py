@@ -16,6 +16,12 @@ import msgspec
 import numpy as np
 
 from modelport.errors import ModelNotReady
+from modelport.protocols.codecs import (
+    OFF_LOOP_BYTES,
+    check_decoded_size,
+    check_json_depth,
+    off_loop,
+)
 from modelport.protocols.messages import HttpRequest, HttpResponse
 from modelport.workers.batching import PredictResult
 
@@ -35,11 +41,16 @@ MLFLOW_CODES = {
 async def invocations(dp: DataPlane, req: HttpRequest, params: dict[str, Any]) -> HttpResponse:
     content_type = req.headers.get("content-type")
     names = dp.table_columns() if content_type in _PLAIN_JSON else None
-    arrays = numeric_table(req.body, names) if names else None
+    big = len(req.body) > OFF_LOOP_BYTES
+    if big:
+        arrays = await off_loop(read_body, req.body, content_type, names)
+    else:
+        arrays = read_body(req.body, content_type, names)
     if arrays is not None:
         result = await dp.predict_table(arrays)
         if result is not None:
-            return HttpResponse(200, predictions_json(result))
+            body = await off_loop(predictions_json, result) if big else predictions_json(result)
+            return HttpResponse(200, body)
     raw = await dp.invocations(req.body, content_type)
     return HttpResponse(raw.status, raw.body, raw.content_type.encode())
 
@@ -47,48 +58,64 @@ async def invocations(dp: DataPlane, req: HttpRequest, params: dict[str, Any]) -
 _PLAIN_JSON = frozenset(
     {"application/json", "application/json; charset=utf-8", "application/json;charset=utf-8"}
 )
-_decode = msgspec.json.decode
 _encode = msgspec.json.encode
+
+
+def read_body(
+    body: bytes, content_type: str | None, names: list[str] | None
+) -> list[tuple[str, np.ndarray]] | None:
+    """What the front checks of an /invocations body: JSON nesting (MLflow's parser in the
+    worker would fail past its recursion limit with a 500), and the numeric table when
+    ``names`` allows the fast path."""
+    if content_type is not None and content_type.partition(";")[0].strip().lower() == "application/json":
+        check_json_depth(body)
+    return numeric_table(body, names) if names else None
+
+
+Number = int | float
+
+
+class _Split(msgspec.Struct, forbid_unknown_fields=True):
+    columns: list[str]
+    data: list[list[Number]]
+
+
+class _Table(msgspec.Struct, forbid_unknown_fields=True):
+    # UNSET, not None: an explicit null is not a table, and MLflow should say so.
+    dataframe_split: _Split | msgspec.UnsetType = msgspec.UNSET
+    dataframe_records: list[dict[str, Number]] | msgspec.UnsetType = msgspec.UNSET
+
+
+# Numbers only, checked while parsing: strings, nulls, booleans and nesting fail fast.
+_table_decoder = msgspec.json.Decoder(_Table)
 
 
 def numeric_table(body: bytes, names: list[str]) -> list[tuple[str, np.ndarray]] | None:
     """Columns of a numbers-only ``dataframe_split``/``dataframe_records`` body, else None."""
     try:
-        doc = _decode(body)
-    except msgspec.DecodeError:
+        doc = _table_decoder.decode(body)
+    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
         return None
-    if not isinstance(doc, dict) or len(doc) != 1:
-        return None
-    if "dataframe_split" in doc:
-        split = doc["dataframe_split"]
-        if not isinstance(split, dict) or set(split) != {"columns", "data"}:
-            return None
-        columns, rows = split["columns"], split["data"]
-    elif "dataframe_records" in doc:
-        rows = doc["dataframe_records"]
-        if (
-            not isinstance(rows, list)
-            or not rows
-            or not all(isinstance(r, dict) and len(r) == len(names) for r in rows)
-        ):
+    split, records = doc.dataframe_split, doc.dataframe_records
+    if isinstance(split, _Split) and records is msgspec.UNSET:
+        columns, rows = split.columns, split.data
+    elif isinstance(records, list) and split is msgspec.UNSET:
+        if not records or set(map(len, records)) != {len(names)}:
             return None
         columns = names
         try:
-            rows = [[r[n] for n in names] for r in rows]
+            rows = [[r[n] for n in names] for r in records]
         except KeyError:
             return None
     else:
+        return None  # neither, or both: MLflow's parser decides
+    if sorted(columns) != sorted(names) or not rows or set(map(len, rows)) != {len(columns)}:
         return None
-    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-        return None
-    if sorted(columns) != sorted(names) or not isinstance(rows, list) or not rows:
-        return None
-    try:
-        table = np.asarray(rows)
-    except ValueError:
-        return None
-    if table.ndim != 2 or table.shape[1] != len(columns) or table.dtype.kind not in "if":
-        return None  # ragged rows, strings, nulls, booleans: MLflow's parser decides
+    # Each number took at least two bytes of JSON: the bound holds by construction; say so.
+    check_decoded_size(len(rows) * len(columns) * 8, len(body))
+    table = np.asarray(rows)
+    if table.ndim != 2 or table.dtype.kind not in "if":
+        return None  # integers past int64: MLflow's parser decides
     return [(name, table[:, i]) for i, name in enumerate(columns)]
 
 

@@ -13,10 +13,16 @@ import msgspec
 from modelport.errors import InvalidInput, ModelNotFound
 from modelport.inference import InferenceRequest, InferenceResponse
 from modelport.protocols.codecs import (
+    OFF_LOOP_BYTES,
+    check_decoded_size,
+    check_json_depth,
     decode_binary_tensor,
     decode_json_tensor,
+    decoded_nbytes,
     encode_binary_data,
     encode_json_data,
+    off_loop,
+    output_nbytes,
 )
 from modelport.protocols.messages import Handler, HttpRequest, HttpResponse, MethodNotAllowed
 
@@ -30,7 +36,8 @@ class _Input(msgspec.Struct):
     name: str
     datatype: str
     shape: list[int]
-    data: Any = msgspec.UNSET
+    # Left as JSON text until every shape has been checked against the body's size.
+    data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     parameters: dict[str, Any] | None = None
 
 
@@ -66,14 +73,18 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferenceReq
                 f"Inference-Header-Content-Length {n} does not fit a body of {len(body)} bytes"
             )
         json_part, binary = memoryview(body)[:n], memoryview(body)[n:]
+    check_json_depth(json_part)
     try:
         req = _decoder.decode(json_part)
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"invalid inference request: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise InvalidInput(f"the request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # check_json_depth ran first; never trust one guard alone
+        raise InvalidInput("the request body's JSON is nested too deeply") from exc
     if not req.inputs:
         raise InvalidInput("invalid inference request: 'inputs' is empty")
+    _check_inputs(req.inputs, len(body))
     tensors = []
     offset = 0
     for inp in req.inputs:
@@ -86,14 +97,21 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferenceReq
                 )
             tensors.append(
                 decode_binary_tensor(
-                    inp.name, inp.datatype, inp.shape, binary[offset : offset + size], params
+                    inp.name,
+                    inp.datatype,
+                    inp.shape,
+                    binary[offset : offset + size],
+                    params,
+                    header_checked=True,
                 )
             )
             offset += size
         elif inp.data is msgspec.UNSET:
             raise InvalidInput(f"input '{inp.name}' has neither 'data' nor 'binary_data_size'")
         else:
-            tensors.append(decode_json_tensor(inp.name, inp.datatype, inp.shape, inp.data, params))
+            tensors.append(
+                decode_json_tensor(inp.name, inp.datatype, inp.shape, inp.data, params, header_checked=True)
+            )
     if offset != len(binary):
         raise InvalidInput(f"{len(binary) - offset} bytes of binary data were sent that no input claims")
     req_params = req.parameters or {}
@@ -110,6 +128,18 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferenceReq
     if all_binary and not req.outputs:
         want_binary["*"] = True
     return request, want_binary
+
+
+def _check_inputs(inputs: list[_Input], body_size: int) -> None:
+    """Names, datatypes and shapes, and what they would decode to, before any data is read."""
+    seen: set[str] = set()
+    decoded = 0
+    for inp in inputs:
+        if inp.name in seen:
+            raise InvalidInput(f"input '{inp.name}' is given more than once; input names must be unique")
+        seen.add(inp.name)
+        decoded += decoded_nbytes(inp.name, inp.datatype, inp.shape)
+    check_decoded_size(decoded, body_size)
 
 
 def encode_response(resp: InferenceResponse, want_binary: dict[str, bool]) -> tuple[bytes, dict[str, str]]:
@@ -195,8 +225,15 @@ async def model_ready(dp: DataPlane, req: HttpRequest, params: dict[str, Any]) -
 
 async def infer(dp: DataPlane, req: HttpRequest, params: dict[str, Any]) -> HttpResponse:
     dp.get(params["name"], params["version"])  # an unknown model is a 404 before the body is read
-    request, want_binary = decode_request(req.body, req.headers.get(HEADER_LENGTH))
+    header_length = req.headers.get(HEADER_LENGTH)
+    if len(req.body) > OFF_LOOP_BYTES:
+        request, want_binary = await off_loop(decode_request, req.body, header_length)
+    else:
+        request, want_binary = decode_request(req.body, header_length)
     response = await dp.infer(params["name"], params["version"], request)
-    body, headers = encode_response(response, want_binary)
+    if output_nbytes(response.outputs) > OFF_LOOP_BYTES:
+        body, headers = await off_loop(encode_response, response, want_binary)
+    else:
+        body, headers = encode_response(response, want_binary)
     content_type = b"application/octet-stream" if headers else b"application/json"
     return HttpResponse(200, body, content_type, headers)

@@ -1,9 +1,16 @@
-"""V2 tensor codecs: every datatype, JSON and binary, BYTES, content types."""
+"""V2 tensor codecs: every datatype, JSON and binary, BYTES, content types; the limits
+bodies are held to (JSON depth, decoded size, zero-width shapes); the off-loop helper."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import gc
+import json
+import random
+import threading
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -145,3 +152,190 @@ def test_response_json_and_binary() -> None:
     head = v2.msgspec.json.decode(body[:n])
     assert head["outputs"][0]["parameters"]["binary_data_size"] == 16
     assert np.frombuffer(body[n:], dtype=np.float64).tolist() == [1.0, 2.0]
+
+
+# --- typed fast paths: JSON data decoded in C, same answers as the generic path -----------
+
+
+def _raw(value: object) -> msgspec.Raw:
+    return msgspec.Raw(msgspec.json.encode(value))
+
+
+@pytest.mark.parametrize(
+    ("datatype", "shape", "data", "expected"),
+    [
+        ("BYTES", [2, 2], [["a", "b"], ["c", "d"]], ["a", "b", "c", "d"]),
+        ("BYTES", [3], [["a"], ["b", "c"]], ["a", "b", "c"]),  # ragged: flattened, as before
+        ("BYTES", [2, 1], ["a", "b"], ["a", "b"]),
+        ("INT64", [2, 2], [[1, 2], [3, 4]], [1, 2, 3, 4]),
+        ("INT64", [2], [1.0, 2.0], [1, 2]),  # integral floats are still integers
+        ("FP32", [2], [1, 2.5], [1.0, 2.5]),
+        ("BOOL", [1, 2], [[True, False]], [True, False]),
+    ],
+)
+def test_json_data_from_raw_equals_decoded(datatype: str, shape: list, data: list, expected: list) -> None:
+    fast = codecs.decode_json_tensor("a", datatype, shape, _raw(data), {})
+    slow = codecs.decode_json_tensor("a", datatype, shape, data, {})
+    assert fast.data.reshape(-1).tolist() == slow.data.reshape(-1).tolist() == expected
+    assert fast.data.shape == slow.data.shape == tuple(shape)
+    assert fast.data.dtype == slow.data.dtype
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "needle"),
+    [
+        ("INT64", [1.5], "non-integer"),
+        ("BOOL", [1], "non-boolean"),
+        ("FP64", ["x"], "does not fit"),
+        ("BYTES", ["a", 1], "holds int values"),
+        ("BYTES", ["a", None], "holds NoneType values"),
+        ("INT8", [300], "does not fit"),
+        ("FP64", None, "null data"),
+        ("BYTES", None, "null data"),
+    ],
+)
+def test_json_data_from_raw_refused_like_decoded(datatype: str, data: list | None, needle: str) -> None:
+    for value in (_raw(data), data):
+        with pytest.raises(InvalidInput, match=needle):
+            codecs.decode_json_tensor("a", datatype, [len(data or [0])], value, {})
+
+
+def test_bytes_from_raw_content_types() -> None:
+    b64 = base64.b64encode(b"\x00\xff").decode()
+    t = codecs.decode_json_tensor("b", "BYTES", [1], _raw([b64]), {"content_type": "base64"})
+    assert t.data.tolist() == [b"\x00\xff"]
+    with pytest.raises(InvalidInput, match="invalid base64"):
+        codecs.decode_json_tensor("b", "BYTES", [1], _raw(["%%%"]), {"content_type": "base64"})
+    t = codecs.decode_json_tensor("s", "BYTES", [2], _raw(["a", "zoë"]), {"content_type": "str"})
+    assert t.data.tolist() == ["a", "zoë"] and t.data.dtype == object
+
+
+# --- shapes and decoded size ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [[5_000_000, 0], [1, 0], [3, 0, 2]])
+def test_zero_width_tensor_with_rows_is_refused(shape: list) -> None:
+    for datatype, raw in (("FP64", b""), ("BYTES", b"")):
+        with pytest.raises(InvalidInput, match="rows of no elements"):
+            codecs.decode_json_tensor("x", datatype, shape, [], {})
+        with pytest.raises(InvalidInput, match="rows of no elements"):
+            codecs.decode_binary_tensor("x", datatype, shape, memoryview(raw), {})
+        with pytest.raises(InvalidInput, match="rows of no elements"):
+            codecs.decoded_nbytes("x", datatype, shape)
+
+
+def test_empty_tensors_without_rows_are_fine() -> None:
+    assert codecs.decode_json_tensor("x", "FP64", [0], [], {}).data.shape == (0,)
+    assert codecs.decode_json_tensor("x", "FP64", [0, 4], [], {}).data.shape == (0, 4)
+    assert codecs.decode_binary_tensor("x", "BYTES", [0, 3], memoryview(b""), {}).data.shape == (0, 3)
+
+
+def test_shape_dimensions_must_be_plain_non_negative_integers() -> None:
+    for shape in ([-1], [True], [1.0], ["2"]):
+        with pytest.raises(InvalidInput, match="invalid shape"):
+            codecs.decoded_nbytes("x", "FP64", shape)  # type: ignore[arg-type]
+
+
+def test_decoded_nbytes_counts_bytes_elements_and_itemsizes() -> None:
+    assert codecs.decoded_nbytes("x", "FP64", [10, 3]) == 240
+    assert codecs.decoded_nbytes("x", "INT8", [7]) == 7
+    assert codecs.decoded_nbytes("x", "BYTES", [5]) == 5 * codecs.BYTES_ELEMENT_COST
+    assert codecs.decoded_nbytes("x", "FP64", []) == 8  # a scalar
+    with pytest.raises(InvalidInput, match="unknown datatype"):
+        codecs.decoded_nbytes("x", "FP99", [1])
+
+
+def test_decoded_size_limit_is_k_times_the_body_with_a_floor() -> None:
+    k, floor = codecs.DECODED_PER_BODY_BYTE, codecs.DECODED_FLOOR
+    codecs.check_decoded_size(floor, 10)
+    codecs.check_decoded_size(k * 10 * floor, 10 * floor)
+    with pytest.raises(InvalidInput, match="shapes and data disagree"):
+        codecs.check_decoded_size(floor + 1, 10)
+    with pytest.raises(InvalidInput, match="more than its body"):
+        codecs.check_decoded_size(k * 10 * floor + 1, 10 * floor)
+
+
+def test_binary_bytes_with_too_few_bytes_for_its_shape_is_refused_before_unpacking() -> None:
+    with pytest.raises(InvalidInput, match="too few for the 1000 elements"):
+        codecs.decode_binary_tensor("s", "BYTES", [1000], memoryview(b"\x00" * 8), {})
+
+
+# --- JSON depth ------------------------------------------------------------------------------
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def test_json_depth_equals_the_parsed_depth_whatever_the_strings_hold() -> None:
+    rng = random.Random(7)
+    tricky = ["[", "]]]", "{", '"', '\\"[', "\\", "\\\\", '\\\\"', "a[b]c", "", "\\u005b"]
+
+    def gen(level: int) -> object:
+        roll = rng.random()
+        if level > 7 or roll < 0.3:
+            return rng.choice([*tricky, 1, 2.5, None, True])
+        if roll < 0.65:
+            return [gen(level + 1) for _ in range(rng.randint(0, 3))]
+        return {rng.choice(tricky): gen(level + 1) for _ in range(rng.randint(0, 3))}
+
+    for _ in range(2000):
+        value = gen(0)
+        text = json.dumps(value).encode()
+        assert codecs.json_depth(text) == _depth(value), text
+
+
+def test_json_depth_across_scan_chunks() -> None:
+    # A string that opens in one chunk and closes in the next hides its brackets.
+    pad = "x" * (codecs._SCAN_CHUNK - 3)
+    value = [pad + "[[[[", [[1]], "]]]]"]
+    assert codecs.json_depth(json.dumps(value).encode()) == 3
+    deep = "[" * 300_000 + "]" * 300_000
+    assert codecs.json_depth(deep.encode()) == 300_000
+
+
+def test_check_json_depth() -> None:
+    codecs.check_json_depth(b'{"a": "' + b"[" * 10_000 + b'"}')  # brackets in a string
+    codecs.check_json_depth(memoryview(b"[" * codecs.MAX_JSON_DEPTH + b"]" * codecs.MAX_JSON_DEPTH))
+    too_deep = b"[" * (codecs.MAX_JSON_DEPTH + 1) + b"]" * (codecs.MAX_JSON_DEPTH + 1)
+    with pytest.raises(InvalidInput, match=f"nested {codecs.MAX_JSON_DEPTH + 1} levels deep"):
+        codecs.check_json_depth(too_deep)
+    with pytest.raises(InvalidInput, match="nested 100000 levels deep"):
+        codecs.check_json_depth(b"[" * 100_000)  # unterminated: what a parser would recurse into
+
+
+# --- outputs and threads ---------------------------------------------------------------------
+
+
+def test_encode_json_data_strings_bytes_and_others() -> None:
+    assert codecs.encode_json_data(np.array(["a", "b"], dtype=object)) == ["a", "b"]
+    assert codecs.encode_json_data(np.array(["a", b"b", None, 3], dtype=object)) == ["a", "b", None, 3]
+    assert codecs.encode_json_data(np.array([], dtype=object)) == []
+
+
+def test_off_loop_runs_in_a_thread_and_gives_the_gc_back() -> None:
+    main = threading.get_ident()
+    seen: list[tuple[int, bool]] = []
+
+    def work(x: int) -> int:
+        seen.append((threading.get_ident(), gc.isenabled()))
+        return x * 2
+
+    async def run() -> list[int]:
+        return list(await asyncio.gather(*(codecs.off_loop(work, i) for i in range(4))))
+
+    assert gc.isenabled()
+    assert asyncio.run(run()) == [0, 2, 4, 6]
+    assert all(ident != main and not enabled for ident, enabled in seen)
+    assert gc.isenabled()
+
+    def boom() -> None:
+        raise InvalidInput("bad")
+
+    with pytest.raises(InvalidInput):
+        asyncio.run(codecs.off_loop(boom))
+    assert gc.isenabled()
