@@ -68,7 +68,9 @@ def make_model(which: str) -> Path:
     if which == "new":
         model = WORK / "model317"
         if not (model / "MLmodel").exists():
-            subprocess.run([sys.executable, "-I", str(SCRIPT), "save", str(model)], check=True, env=base_env())
+            subprocess.run(
+                [sys.executable, "-I", str(SCRIPT), "save", str(model)], check=True, env=base_env()
+            )
         return model
     model = WORK / "model29"
     if (model / "MLmodel").exists():
@@ -78,8 +80,11 @@ def make_model(which: str) -> Path:
     env = base_env()
     # --seed: pip in the saving env makes MLflow pin pip/setuptools/wheel, as on a real laptop.
     subprocess.run([uv(), "venv", "-q", "--seed", "--python", PY311, str(venv)], check=True, env=env)
-    subprocess.run([uv(), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), *OLD_STACK],
-                   check=True, env=env)
+    subprocess.run(
+        [uv(), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), *OLD_STACK],
+        check=True,
+        env=env,
+    )
     subprocess.run([str(venv / "bin" / "python"), "-I", str(SCRIPT), "save", str(model)], check=True, env=env)
     return model
 
@@ -118,17 +123,49 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def mlflow_serve(name: str, model: Path, manager: str, env_root: Path, env: dict[str, str]) -> dict[str, object]:
+def mlflow_serve(
+    name: str, model: Path, manager: str, env_root: Path, env: dict[str, str]
+) -> dict[str, object]:
     port = free_port()
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", str(model), "--env-manager", manager,
-           "-h", "127.0.0.1", "-p", str(port)]
-    return time_to_ready(name, cmd, f"http://127.0.0.1:{port}/ping", {**env, "MLFLOW_ENV_ROOT": str(env_root)})
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        str(model),
+        "--env-manager",
+        manager,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+    return time_to_ready(
+        name, cmd, f"http://127.0.0.1:{port}/ping", {**env, "MLFLOW_ENV_ROOT": str(env_root)}
+    )
 
 
-def modelport_serve(name: str, model: Path, policy: str, cache: Path, env: dict[str, str]) -> dict[str, object]:
+def modelport_serve(
+    name: str, model: Path, policy: str, cache: Path, env: dict[str, str]
+) -> dict[str, object]:
     port = free_port()
-    cmd = [sys.executable, "-m", "modelport", "serve", str(model), "--env", policy, "--http-port", str(port),
-           "--grpc-port", str(free_port()), "--host", "127.0.0.1", "--cache-dir", str(cache)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "modelport",
+        "serve",
+        str(model),
+        "--env",
+        policy,
+        "--http-port",
+        str(port),
+        "--grpc-port",
+        str(free_port()),
+        "--host",
+        "127.0.0.1",
+        "--cache-dir",
+        str(cache),
+    ]
     return time_to_ready(name, cmd, f"http://127.0.0.1:{port}/v2/health/ready", env)
 
 
@@ -141,16 +178,25 @@ def resolve_only(model: Path, cache: Path, env: dict[str, str]) -> dict[str, obj
         "t1 = time.monotonic(); r = resolve_interpreter(Path(sys.argv[1]), s);"
         "print(round(time.monotonic() - t1, 3), round(t1 - t, 3))"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(model), str(cache)], capture_output=True, text=True,
-                         env=env, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(model), str(cache)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout.split()
     return {"name": "modelport-resolve-warm", "seconds": float(out[0]), "import_s": float(out[1])}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", help="comma-separated scenario names")
     parser.add_argument("--model", choices=["new", "old"], default="new")
-    parser.add_argument("--cold-uv-cache", action="store_true", help="also run the uv scenarios with an empty uv cache")
+    parser.add_argument(
+        "--cold-uv-cache", action="store_true", help="also run the uv scenarios with an empty uv cache"
+    )
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     model = make_model(args.model)
@@ -158,22 +204,34 @@ def main() -> None:
     env = base_env()
     mp_cache = WORK / f"modelport-cache-{run_id}"
     scenarios = {
-        "mlflow-virtualenv-cold": lambda: mlflow_serve("mlflow-virtualenv-cold", model, "virtualenv",
-                                                       WORK / f"mlflow-envs-venv-{run_id}", env),
-        "mlflow-uv-cold": lambda: mlflow_serve("mlflow-uv-cold", model, "uv", WORK / f"mlflow-envs-uv-{run_id}", env),
-        "mlflow-uv-warm": lambda: mlflow_serve("mlflow-uv-warm", model, "uv", WORK / f"mlflow-envs-uv-{run_id}", env),
+        "mlflow-virtualenv-cold": lambda: mlflow_serve(
+            "mlflow-virtualenv-cold", model, "virtualenv", WORK / f"mlflow-envs-venv-{run_id}", env
+        ),
+        "mlflow-uv-cold": lambda: mlflow_serve(
+            "mlflow-uv-cold", model, "uv", WORK / f"mlflow-envs-uv-{run_id}", env
+        ),
+        "mlflow-uv-warm": lambda: mlflow_serve(
+            "mlflow-uv-warm", model, "uv", WORK / f"mlflow-envs-uv-{run_id}", env
+        ),
         "modelport-uv-cold": lambda: modelport_serve("modelport-uv-cold", model, "uv", mp_cache, env),
         "modelport-uv-warm": lambda: modelport_serve("modelport-uv-warm", model, "uv", mp_cache, env),
         "modelport-resolve-warm": lambda: resolve_only(model, mp_cache, env),
         "modelport-path-baseline": lambda: modelport_serve(
-            "modelport-path-baseline", model, f"path:{_env_prefix(mp_cache)}", WORK / "unused-cache", env),
+            "modelport-path-baseline", model, f"path:{_env_prefix(mp_cache)}", WORK / "unused-cache", env
+        ),
     }
     if args.cold_uv_cache:
         empty = lambda tag: base_env(UV_CACHE_DIR=str(WORK / f"uv-cache-{tag}-{run_id}"))  # noqa: E731
         scenarios["mlflow-uv-cold-emptycache"] = lambda: mlflow_serve(
-            "mlflow-uv-cold-emptycache", model, "uv", WORK / f"mlflow-envs-uv2-{run_id}", empty("mlflow"))
+            "mlflow-uv-cold-emptycache", model, "uv", WORK / f"mlflow-envs-uv2-{run_id}", empty("mlflow")
+        )
         scenarios["modelport-uv-cold-emptycache"] = lambda: modelport_serve(
-            "modelport-uv-cold-emptycache", model, "uv", WORK / f"modelport-cache2-{run_id}", empty("modelport"))
+            "modelport-uv-cold-emptycache",
+            model,
+            "uv",
+            WORK / f"modelport-cache2-{run_id}",
+            empty("modelport"),
+        )
     names = args.only.split(",") if args.only else list(scenarios)
     results = []
     for name in names:

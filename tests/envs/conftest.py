@@ -25,8 +25,12 @@ def saving_venv_29(tmp_path_factory: pytest.TempPathFactory) -> Path:
     uv = uv_binary()
     env = uv_environ()
     subprocess.run([uv, "venv", "-q", "--python", str(base_python()), str(venv)], check=True, env=env)
-    subprocess.run([uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), *OLD_STACK],
-                   check=True, env=env, timeout=600)
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), *OLD_STACK],
+        check=True,
+        env=env,
+        timeout=600,
+    )
     return venv / "bin" / "python"
 
 

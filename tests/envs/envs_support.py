@@ -27,14 +27,20 @@ def uv_environ(**extra: str) -> dict[str, str]:
     return env
 
 
-def make_settings(cache_dir: Path, policy: str = "auto", environ: dict[str, str] | None = None,
-                  **flags: object) -> Settings:
+def make_settings(
+    cache_dir: Path, policy: str = "auto", environ: dict[str, str] | None = None, **flags: object
+) -> Settings:
     return build_settings({"cache_dir": str(cache_dir), "env": policy, **flags}, environ or uv_environ())
 
 
 def run_script(python: str | Path, *args: str, timeout: float = 300) -> dict:
-    proc = subprocess.run([str(python), "-I", str(SCRIPTS), *args], capture_output=True, text=True,
-                          timeout=timeout, env=uv_environ())
+    proc = subprocess.run(
+        [str(python), "-I", str(SCRIPTS), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=uv_environ(),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -42,7 +42,11 @@ def save(dest, optional_column):
     signature = ModelSignature(inputs=Schema(cols), outputs=Schema([ColSpec("long")]))
     mlflow.sklearn.save_model(model, dest, signature=signature)
     proba = model.predict_proba(probe_frame())[:, 1].tolist()
-    print(json.dumps({"mlflow": mlflow.__version__, "proba": proba, "pred": model.predict(probe_frame()).tolist()}))
+    print(
+        json.dumps(
+            {"mlflow": mlflow.__version__, "proba": proba, "pred": model.predict(probe_frame()).tolist()}
+        )
+    )
 
 
 def predict(model_dir):
@@ -52,8 +56,16 @@ def predict(model_dir):
     model = mlflow.pyfunc.load_model(model_dir)
     pred = model.predict(probe_frame())
     proba = model._model_impl.sklearn_model.predict_proba(probe_frame())[:, 1].tolist()
-    print(json.dumps({"mlflow": mlflow.__version__, "pred": [int(v) for v in list(pred)], "proba": proba,
-                      "prefix": sys.prefix}))
+    print(
+        json.dumps(
+            {
+                "mlflow": mlflow.__version__,
+                "pred": [int(v) for v in list(pred)],
+                "proba": proba,
+                "prefix": sys.prefix,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

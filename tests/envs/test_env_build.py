@@ -35,8 +35,9 @@ def test_auto_runs_an_old_model_in_its_own_env_with_equal_predictions(
     assert got["pred"] == expected["pred"] and got["proba"] == expected["proba"]
 
 
-def test_a_cached_env_starts_with_no_install_step(env_29: Interpreter, model_29: tuple[Path, dict],
-                                                  env_cache: Path) -> None:
+def test_a_cached_env_starts_with_no_install_step(
+    env_29: Interpreter, model_29: tuple[Path, dict], env_cache: Path
+) -> None:
     start = time.monotonic()
     again = resolve_interpreter(model_29[0], make_settings(env_cache, "auto"))
     took = time.monotonic() - start
@@ -63,7 +64,9 @@ def test_local_policy_warns_and_strict_refuses(model_29: tuple[Path, dict], tmp_
     interp = resolve_interpreter(model_29[0], make_settings(tmp_path, "local"))
     assert interp.python == sys.executable
     assert "WARNING drift that matters: mlflow 2.9.2 wanted, 3.17.2 installed" in interp.reason
-    with pytest.raises(EnvironmentError_, match=r"--strict-env.*scikit-learn 1\.3\.2 wanted, 1\.9\.1 installed"):
+    with pytest.raises(
+        EnvironmentError_, match=r"--strict-env.*scikit-learn 1\.3\.2 wanted, 1\.9\.1 installed"
+    ):
         resolve_interpreter(model_29[0], make_settings(tmp_path, "local", strict_env=True))
 
 
@@ -75,7 +78,9 @@ def test_uv_policy_builds_the_newest_mlflow_model_too(model_317: tuple[Path, dic
     assert got["pred"] == model_317[1]["pred"] and got["proba"] == model_317[1]["proba"]
 
 
-def test_path_policy_uses_an_existing_env(env_29: Interpreter, model_29: tuple[Path, dict], tmp_path: Path) -> None:
+def test_path_policy_uses_an_existing_env(
+    env_29: Interpreter, model_29: tuple[Path, dict], tmp_path: Path
+) -> None:
     interp = resolve_interpreter(model_29[0], make_settings(tmp_path, f"path:{env_29.prefix}"))
     assert interp.python == str(Path(env_29.prefix) / "bin" / "python")
     assert "drift" not in interp.reason
@@ -87,7 +92,9 @@ def test_unresolvable_requirement_shows_the_resolver_message(
     model_29: tuple[Path, dict], copy_model: Callable[[Path], Path], tmp_path: Path
 ) -> None:
     model_dir = copy_model(model_29[0])
-    reqs = (model_dir / "requirements.txt").read_text().replace("scikit-learn==1.3.2", "scikit-learn==0.0.999")
+    reqs = (
+        (model_dir / "requirements.txt").read_text().replace("scikit-learn==1.3.2", "scikit-learn==0.0.999")
+    )
     (model_dir / "requirements.txt").write_text(reqs)
     cache_dir = tmp_path / "cache"
     with pytest.raises(EnvironmentError_) as info:
@@ -109,7 +116,10 @@ def _resolve_in_subprocess(model_dir: Path, cache_dir: Path) -> subprocess.Popen
     )
     return subprocess.Popen(
         [sys.executable, "-c", code, str(model_dir), str(cache_dir), str(Path(__file__).parent)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=uv_environ(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=uv_environ(),
     )
 
 
@@ -190,11 +200,20 @@ def test_a_model_with_uv_lock_is_synced_from_the_lock(
     (model_dir / "pyproject.toml").write_text(
         f'[project]\nname = "trainer"\nversion = "0.1"\nrequires-python = "==3.11.*"\ndependencies = [{deps}]\n'
     )
-    subprocess.run([uv_binary(), "lock", "-q", "--python", "3.11"], cwd=model_dir, env=uv_environ(), check=True,
-                   timeout=300)
+    subprocess.run(
+        [uv_binary(), "lock", "-q", "--python", "3.11"],
+        cwd=model_dir,
+        env=uv_environ(),
+        check=True,
+        timeout=300,
+    )
     interp = resolve_interpreter(model_dir, make_settings(tmp_path / "cache", "uv"))
     # pyyaml 6.0.1 is only in the lock (requirements.txt says 6.0.3): the lock won.
-    versions = subprocess.run([interp.python, "-I", "-c", "import yaml, sklearn; print(yaml.__version__, sklearn.__version__)"],
-                              capture_output=True, text=True, check=True).stdout.split()
+    versions = subprocess.run(
+        [interp.python, "-I", "-c", "import yaml, sklearn; print(yaml.__version__, sklearn.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert versions == ["6.0.1", "1.3.2"]
     assert predict_with(interp.python, model_dir)["proba"] == model_29[1]["proba"]

@@ -75,8 +75,14 @@ def test_two_builders_at_once_build_once(tmp_path: Path) -> None:
         tmp.mkdir()
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(
-        cache.get_or_build(tmp_path, "k4", build, _finish, on_wait=waits.append))) for _ in range(2)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(
+                cache.get_or_build(tmp_path, "k4", build, _finish, on_wait=waits.append)
+            )
+        )
+        for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -101,8 +107,12 @@ def _tar(path: Path, members: list[tuple[str, str, str]]) -> Path:
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data.encode()))
                 continue
-            info.type = {"sym": tarfile.SYMTYPE, "lnk": tarfile.LNKTYPE, "dir": tarfile.DIRTYPE,
-                         "fifo": tarfile.FIFOTYPE}[kind]
+            info.type = {
+                "sym": tarfile.SYMTYPE,
+                "lnk": tarfile.LNKTYPE,
+                "dir": tarfile.DIRTYPE,
+                "fifo": tarfile.FIFOTYPE,
+            }[kind]
             info.linkname = data
             tar.addfile(info)
     return path
@@ -119,7 +129,10 @@ def _tar(path: Path, members: list[tuple[str, str, str]]) -> Path:
         ([("fifo", "pipe", "")], "device or pipe"),
         # A chain whose parts each look inside: d/l2 -> .. (the root), then x -> d/l2/.. (its parent).
         ([("dir", "d", ""), ("sym", "d/l2", ".."), ("sym", "x", "d/l2/../..")], "link leading outside"),
-        ([("sym", "sub", "."), ("sym", "sub2", "sub/.."), ("file", "sub2/escape.txt", "x")], "link out of its folder"),
+        (
+            [("sym", "sub", "."), ("sym", "sub2", "sub/.."), ("file", "sub2/escape.txt", "x")],
+            "link out of its folder",
+        ),
     ],
 )
 def test_unsafe_members_are_refused(tmp_path: Path, members: list, match: str) -> None:
@@ -132,11 +145,16 @@ def test_unsafe_members_are_refused(tmp_path: Path, members: list, match: str) -
 
 
 def test_interpreter_links_to_the_base_are_skipped_for_relocation(tmp_path: Path) -> None:
-    archive = _tar(tmp_path / "ok.tar.gz", [
-        ("file", "pyvenv.cfg", "home = /nowhere/bin\n"), ("dir", "bin", ""),
-        ("sym", "bin/python", "/nowhere/bin/python3.11"), ("sym", "bin/python3", "python"),
-        ("file", "lib/python3.11/site-packages/a.py", "x = 1\n"),
-    ])
+    archive = _tar(
+        tmp_path / "ok.tar.gz",
+        [
+            ("file", "pyvenv.cfg", "home = /nowhere/bin\n"),
+            ("dir", "bin", ""),
+            ("sym", "bin/python", "/nowhere/bin/python3.11"),
+            ("sym", "bin/python3", "python"),
+            ("file", "lib/python3.11/site-packages/a.py", "x = 1\n"),
+        ],
+    )
     unpack(archive, tmp_path / "env")
     assert not (tmp_path / "env" / "bin" / "python").is_symlink()
     assert os.readlink(tmp_path / "env" / "bin" / "python3") == "python"
@@ -168,10 +186,16 @@ def test_missing_python_is_a_plain_error_unless_mismatch_allowed(tmp_path: Path)
     for v in ["3.9.18", "3.11.7"]:
         (tmp_path / v / "bin").mkdir(parents=True)
         (tmp_path / v / "bin" / "python").write_text("")
-    env = {"HOME": str(tmp_path), "UV_PYTHON_DOWNLOADS": "never", "MODELPORT_PYTHON_DIRS": str(tmp_path),
-           "PATH": "/nonexistent"}
+    env = {
+        "HOME": str(tmp_path),
+        "UV_PYTHON_DOWNLOADS": "never",
+        "MODELPORT_PYTHON_DIRS": str(tmp_path),
+        "PATH": "/nonexistent",
+    }
     settings = EnvSettings.from_flags({}, env)
-    with pytest.raises(EnvironmentError_, match=r"saved with Python 3\.5\.2.*--allow-python-mismatch to use 3\.9\.18"):
+    with pytest.raises(
+        EnvironmentError_, match=r"saved with Python 3\.5\.2.*--allow-python-mismatch to use 3\.9\.18"
+    ):
         find_base_python("3.5.2", settings, "uv")
     allowed = EnvSettings.from_flags({"allow_python_mismatch": True}, env)
     base = find_base_python("3.5.2", allowed, "uv")
@@ -194,8 +218,14 @@ def test_a_venv_packed_elsewhere_is_pointed_at_a_local_python(tmp_path: Path) ->
     assert relocate(prefix, settings, lambda _line: None) == "venv"
     assert "/opt/elsewhere" not in (prefix / "pyvenv.cfg").read_text()
     assert (prefix / "bin" / "tool").read_text().startswith(f"#!{prefix}/bin/python -u\n")
-    out = subprocess.run([str(prefix / "bin" / "python"), "-I", "-c", "import sys; print(sys.prefix)"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [str(prefix / "bin" / "python"), "-I", "-c", "import sys; print(sys.prefix)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert out == str(prefix)
-    assert subprocess.run([str(prefix / "bin" / "tool")], capture_output=True, text=True,
-                          check=True).stdout == "tool ran\n"
+    assert (
+        subprocess.run([str(prefix / "bin" / "tool")], capture_output=True, text=True, check=True).stdout
+        == "tool ran\n"
+    )

@@ -30,24 +30,48 @@ def test_diff_table_names_what_blocks(model_29: tuple[Path, dict], tmp_path: Pat
     assert lines[-1].startswith("blocking drift (3): mlflow 2.9.2 wanted, 3.17.2 installed")
 
 
-def test_diff_cli_json_and_exit_codes(model_29: tuple[Path, dict], env_29: Interpreter, tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "modelport", "env", "diff", str(model_29[0]), "--json", "--cache-dir", str(tmp_path)]
+def test_diff_cli_json_and_exit_codes(
+    model_29: tuple[Path, dict], env_29: Interpreter, tmp_path: Path
+) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "modelport",
+        "env",
+        "diff",
+        str(model_29[0]),
+        "--json",
+        "--cache-dir",
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=uv_environ(), timeout=120)
     assert proc.returncode == 1, proc.stderr
     report = json.loads(proc.stdout)
     assert report["blocking"] is True
     rows = {r["name"]: r for r in report["rows"]}
-    assert rows["mlflow"] == {"name": "mlflow", "wanted": "==2.9.2", "installed": "3.17.2", "kind": "major",
-                              "matters": True, "blocking": True}
+    assert rows["mlflow"] == {
+        "name": "mlflow",
+        "wanted": "==2.9.2",
+        "installed": "3.17.2",
+        "kind": "major",
+        "matters": True,
+        "blocking": True,
+    }
     assert rows["pyyaml"]["blocking"] is False
-    proc = subprocess.run([*cmd, "--python", env_29.python], capture_output=True, text=True, env=uv_environ(),
-                          timeout=120)
+    proc = subprocess.run(
+        [*cmd, "--python", env_29.python], capture_output=True, text=True, env=uv_environ(), timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["blocking"] is False
 
 
 def test_diff_cli_error_is_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "modelport", "env", "diff", str(tmp_path / "nope")],
-                          capture_output=True, text=True, env=uv_environ(), timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelport", "env", "diff", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        env=uv_environ(),
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("modelport: error: ") and "Traceback" not in proc.stderr

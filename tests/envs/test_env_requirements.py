@@ -25,19 +25,31 @@ flavors:
 mlflow_version: {mlflow}
 """
 
-MARKERS = {"python_version": "3.11", "sys_platform": "linux", "platform_machine": "x86_64",
-           "implementation_name": "cpython", "os_name": "posix", "python_full_version": "3.11.7",
-           "platform_system": "Linux", "platform_release": "", "platform_version": "",
-           "platform_python_implementation": "CPython", "implementation_version": "3.11.7"}
+MARKERS = {
+    "python_version": "3.11",
+    "sys_platform": "linux",
+    "platform_machine": "x86_64",
+    "implementation_name": "cpython",
+    "os_name": "posix",
+    "python_full_version": "3.11.7",
+    "platform_system": "Linux",
+    "platform_release": "",
+    "platform_version": "",
+    "platform_python_implementation": "CPython",
+    "implementation_version": "3.11.7",
+}
 
 
 def write_model(d: Path, reqs: str, mlflow: str = "2.9.2", python_env: str | None = None) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     (d / "MLmodel").write_text(MLMODEL.format(mlflow=mlflow))
     (d / "requirements.txt").write_text(reqs)
-    (d / "python_env.yaml").write_text(python_env or (
-        "python: 3.11.7\nbuild_dependencies:\n- pip\n- setuptools\n- wheel\ndependencies:\n- -r requirements.txt\n"
-    ))
+    (d / "python_env.yaml").write_text(
+        python_env
+        or (
+            "python: 3.11.7\nbuild_dependencies:\n- pip\n- setuptools\n- wheel\ndependencies:\n- -r requirements.txt\n"
+        )
+    )
     return d
 
 
@@ -76,7 +88,9 @@ def test_digest_changes_with_an_included_file(tmp_path: Path) -> None:
 def test_conda_yaml_only(tmp_path: Path) -> None:
     d = tmp_path / "m"
     d.mkdir()
-    (d / "MLmodel").write_text(MLMODEL.format(mlflow="1.30.0").replace("      virtualenv: python_env.yaml\n", ""))
+    (d / "MLmodel").write_text(
+        MLMODEL.format(mlflow="1.30.0").replace("      virtualenv: python_env.yaml\n", "")
+    )
     (d / "conda.yaml").write_text(
         "channels: [conda-forge]\ndependencies:\n- python=3.8.10\n- pip<=23\n- pip:\n  - mlflow<3,>=1.30\n  - cloudpickle==2.2.1\n"
     )
@@ -128,17 +142,26 @@ def test_diff_report(tmp_path: Path) -> None:
 
 
 def test_python_minor_difference_blocks(tmp_path: Path) -> None:
-    m = read_model_env(write_model(tmp_path / "m", "mlflow==3.17.2\n", mlflow="3.17.2",
-                                   python_env="python: 3.10.4\ndependencies:\n- -r requirements.txt\n"))
+    m = read_model_env(
+        write_model(
+            tmp_path / "m",
+            "mlflow==3.17.2\n",
+            mlflow="3.17.2",
+            python_env="python: 3.10.4\ndependencies:\n- -r requirements.txt\n",
+        )
+    )
     report = diff(m, installed(mlflow="3.17.2", numpy="2.4.6"))
     assert [(r.name, r.kind) for r in report.blocking] == [("python", "minor")]
 
 
 def test_settings_read_index_variables_uv_first() -> None:
     env = {
-        "PIP_INDEX_URL": "https://pip.example/simple", "UV_INDEX_URL": "https://u:tok@uv.example/simple",
+        "PIP_INDEX_URL": "https://pip.example/simple",
+        "UV_INDEX_URL": "https://u:tok@uv.example/simple",
         "PIP_EXTRA_INDEX_URL": "https://a.example/simple https://b.example/simple",
-        "UV_FIND_LINKS": "/w1,/w2", "AWS_SECRET_ACCESS_KEY": "s", "HOME": "/h",
+        "UV_FIND_LINKS": "/w1,/w2",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "HOME": "/h",
     }
     s = EnvSettings.from_flags({}, env)
     assert s.policy == "auto"

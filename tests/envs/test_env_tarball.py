@@ -24,7 +24,14 @@ from modelport.errors import EnvironmentError_, UnsafePath
 pytestmark = pytest.mark.slow
 
 _STDLIB_SKIP = shutil.ignore_patterns(
-    "site-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "__pycache__",
+    "site-packages",
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "__pycache__",
     "config-3.*",
 )
 
@@ -95,19 +102,36 @@ def conda_layout_tarball(model_29: tuple[Path, dict], tmp_path_factory: pytest.T
     shutil.copy2(base, prefix / "bin" / "python3.11")
     (prefix / "bin" / "python").symlink_to("python3.11")
     (prefix / "bin" / "python3").symlink_to("python3.11")
-    shutil.copytree(base.parent.parent / "lib" / "python3.11", prefix / "lib" / "python3.11", ignore=_STDLIB_SKIP)
+    shutil.copytree(
+        base.parent.parent / "lib" / "python3.11", prefix / "lib" / "python3.11", ignore=_STDLIB_SKIP
+    )
     (prefix / "lib" / "python3.11" / "site-packages").mkdir()
     python = prefix / "bin" / "python"
-    found = subprocess.run([str(python), "-I", "-c", "import sys; print(sys.prefix)"], capture_output=True,
-                           text=True, check=True).stdout.strip()
+    found = subprocess.run(
+        [str(python), "-I", "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     # Never install into a base interpreter by mistake.
     assert found == str(prefix), found
-    subprocess.run([uv_binary(), "pip", "install", "-q", "--python", str(python), "-r",
-                    str(model_29[0] / "requirements.txt"), "setuptools<82"], check=True, env=uv_environ())
+    subprocess.run(
+        [
+            uv_binary(),
+            "pip",
+            "install",
+            "-q",
+            "--python",
+            str(python),
+            "-r",
+            str(model_29[0] / "requirements.txt"),
+            "setuptools<82",
+        ],
+        check=True,
+        env=uv_environ(),
+    )
     (prefix / "conda-meta").mkdir()
     (prefix / "conda-meta" / "history").write_text("==> 2024-01-01 00:00:00 <==\n# cmd: conda create\n")
     text_files = sorted(
-        f"bin/{p.name}" for p in (prefix / "bin").iterdir()
+        f"bin/{p.name}"
+        for p in (prefix / "bin").iterdir()
         if p.is_file() and not p.is_symlink() and str(prefix).encode() in p.read_bytes()[:4096]
     )
     assert "bin/mlflow" in text_files
@@ -118,7 +142,10 @@ def conda_layout_tarball(model_29: tuple[Path, dict], tmp_path_factory: pytest.T
 
 
 def test_conda_pack_layout_is_unpacked_relocated_and_run(
-    conda_layout_tarball: Path, model_29: tuple[Path, dict], copy_model: Callable[[Path], Path], tmp_path: Path
+    conda_layout_tarball: Path,
+    model_29: tuple[Path, dict],
+    copy_model: Callable[[Path], Path],
+    tmp_path: Path,
 ) -> None:
     model_dir = copy_model(model_29[0])
     shutil.copy2(conda_layout_tarball, model_dir / "environment.tar.gz")  # the default place
@@ -134,7 +161,7 @@ def test_corrupt_tarball_is_a_clear_error_and_leaves_nothing(
     conda_layout_tarball: Path, model_29: tuple[Path, dict], tmp_path: Path
 ) -> None:
     broken = tmp_path / "broken.tar.gz"
-    broken.write_bytes(conda_layout_tarball.read_bytes()[: 5_000_000])
+    broken.write_bytes(conda_layout_tarball.read_bytes()[:5_000_000])
     cache_dir = tmp_path / "cache"
     with pytest.raises(EnvironmentError_, match="corrupt or unreadable"):
         resolve_interpreter(model_29[0], make_settings(cache_dir, f"tarball:{broken}"))
