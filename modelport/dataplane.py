@@ -21,6 +21,7 @@ class DataPlane:
         self.models: dict[str, ServedModel] = dict(models or {})
 
     def ready(self) -> bool:
+        """True while every model has a worker that can take a request."""
         return bool(self.models) and all(m.ready for m in self.models.values())
 
     def server_metadata(self) -> dict[str, Any]:
@@ -52,24 +53,33 @@ class DataPlane:
         return next(iter(self.models.values()))
 
     async def invocations(
-        self, body: bytes, content_type: str | None, name: str | None = None
+        self,
+        body: bytes,
+        content_type: str | None,
+        name: str | None = None,
+        deadline: float | None = None,
     ) -> RawResponse:
-        """MLflow scoring, answered by the model environment's own mlflow."""
+        """MLflow scoring, answered by the model environment's own mlflow.
+
+        ``deadline`` is the client's, on the event loop's clock; --request-timeout applies anyway.
+        """
         model = self.get(name) if name is not None else self.only_model()
-        return await model.invocations(body, content_type)
+        return await model.invocations(body, content_type, deadline)
 
     def table_columns(self) -> list[str] | None:
         """Column names when /invocations tables can take the fast path (all-numeric signature)."""
         return self.only_model().numeric_columns
 
-    async def predict_table(self, arrays: list[tuple[str, np.ndarray]]) -> PredictResult | None:
+    async def predict_table(
+        self, arrays: list[tuple[str, np.ndarray]], deadline: float | None = None
+    ) -> PredictResult | None:
         """Predict a table of columns; None when it does not fit the signature (MLflow should say why)."""
         model = self.only_model()
         try:
             call = model.table_call(arrays, None)
         except InvalidInput:
             return None
-        return await model.predict(call)
+        return await model.predict(call, deadline)
 
     def mlflow_version(self) -> str | None:
         return self.only_model().pool.load_info.get("mlflow")

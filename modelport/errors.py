@@ -10,6 +10,7 @@ below the edge knows about status codes.
     ├── ModelNotFound           no model of that name/version
     ├── ModelNotReady           model loading, worker restarting
     ├── WorkerCrashed           the worker died with the request in flight
+    ├── RequestTimeout          the request overran its deadline
     ├── ModelLoadError          the model could not be read or loaded
     │   └── LayoutError         files the flavor needs are missing
     ├── PredictionError         the model raised while predicting
@@ -59,6 +60,10 @@ class WorkerCrashed(ModelNotReady):
     code = "worker_crashed"
 
 
+class RequestTimeout(ModelportError):
+    code = "timeout"
+
+
 class ModelLoadError(ModelportError):
     code = "model_load_error"
 
@@ -90,6 +95,7 @@ HTTP_STATUS: dict[str, int] = {
     "model_not_found": 404,
     "model_not_ready": 503,
     "worker_crashed": 503,
+    "timeout": 504,
     "model_load_error": 500,
     "layout_error": 500,
     "prediction_error": 500,
@@ -107,6 +113,7 @@ GRPC_STATUS: dict[str, str] = {
     "model_not_found": "NOT_FOUND",
     "model_not_ready": "UNAVAILABLE",
     "worker_crashed": "UNAVAILABLE",
+    "timeout": "DEADLINE_EXCEEDED",
     "model_load_error": "INTERNAL",
     "layout_error": "FAILED_PRECONDITION",
     "prediction_error": "INTERNAL",

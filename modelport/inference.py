@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from modelport.errors import RequestTimeout
+
 # Open Inference Protocol datatypes and the numpy dtypes they travel as (BYTES: object arrays).
 NUMPY_OF: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
@@ -47,6 +49,8 @@ class InferenceRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     # Names of the outputs asked for; None means all.
     outputs: list[str] | None = None
+    # The client's deadline (event loop clock), when its protocol sends one (gRPC).
+    deadline: float | None = None
 
 
 @dataclass
@@ -65,3 +69,43 @@ class RawResponse:
     status: int
     content_type: str
     body: bytes
+
+
+class Deadline:
+    """When a request is answered 504 (``at``) and when a worker still holding it is replaced
+    (``kill_at``), both on the event loop's clock.
+
+    ``kill_at`` is the server's own limit (``--request-timeout``). A client's shorter deadline
+    answers the request sooner but never kills a worker: otherwise any client could make the
+    server restart its workers at will.
+    """
+
+    __slots__ = ("at", "kill_at", "timeout_s")
+
+    def __init__(self, at: float, kill_at: float | None, timeout_s: float | None) -> None:
+        self.at = at
+        self.kill_at = kill_at
+        self.timeout_s = timeout_s
+
+    def error(self, queued: bool = False) -> RequestTimeout:
+        where = " (it was still waiting for a worker)" if queued else ""
+        if self.kill_at is None or self.timeout_s is None or self.at < self.kill_at:
+            return RequestTimeout(f"the request did not finish before the client's deadline{where}")
+        return RequestTimeout(
+            f"the request did not finish within {self.timeout_s:g} s (--request-timeout){where}"
+        )
+
+
+def earliest(deadlines: list[Deadline | None]) -> Deadline | None:
+    """The deadline of a merged model call: the earliest answer and kill times of its members."""
+    given = [d for d in deadlines if d is not None]
+    if len(given) <= 1:
+        return given[0] if given else None
+    first = min(given, key=lambda d: d.at)
+    kills = [d for d in given if d.kill_at is not None]
+    if not kills:
+        return first
+    limit = min(kills, key=lambda d: d.kill_at)  # type: ignore[arg-type,return-value]
+    if limit is first:
+        return first
+    return Deadline(first.at, limit.kill_at, limit.timeout_s)

@@ -4,13 +4,16 @@ workers, and turns what the model returned into protocol-neutral tensors.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
 
+from modelport import metrics
 from modelport.errors import InvalidInput, UnsupportedMediaType
 from modelport.inference import (
     NUMPY_OF,
+    Deadline,
     InferenceRequest,
     InferenceResponse,
     RawResponse,
@@ -34,12 +37,17 @@ class ServedModel:
         pool: WorkerPool,
         batcher: Batcher,
         version: str | None = None,
+        request_timeout: float = 0.0,
     ) -> None:
         self.name = name
         self.spec = spec
         self.pool = pool
         self.batcher = batcher
         self.version = version
+        self.request_timeout = request_timeout  # seconds; 0 = none
+        # A plain count the gauge reads when scraped: no lock per request.
+        self.in_flight = 0
+        metrics.IN_FLIGHT.labels(name).set_function(lambda: self.in_flight)
         sig = spec.signature
         self._columns: dict[str, FieldSpec] = (
             {f.name: f for f in sig.inputs if f.name} if sig and sig.input_kind == "columns" else {}
@@ -58,14 +66,33 @@ class ServedModel:
 
     @property
     def ready(self) -> bool:
+        """True while a worker can take a request (not all loading, restarting or stuck)."""
         return self.pool.ready
 
-    async def predict(self, call: PredictCall) -> PredictResult:
-        return await self.batcher.submit(call)
+    def deadline(self, client: float | None = None) -> Deadline | None:
+        """A request's deadline: the client's (event loop clock) or --request-timeout, the earlier."""
+        timeout = self.request_timeout
+        if timeout <= 0:
+            return None if client is None else Deadline(client, None, None)
+        limit = asyncio.get_running_loop().time() + timeout
+        return Deadline(limit if client is None or client > limit else client, limit, timeout)
+
+    async def predict(self, call: PredictCall, deadline: float | None = None) -> PredictResult:
+        call.deadline = self.deadline(deadline)
+        self.in_flight += 1
+        try:
+            return await self.batcher.submit(call)
+        finally:
+            self.in_flight -= 1
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
-        call = self.prepare(request)
-        result = await self.batcher.submit(call)
+        self.in_flight += 1
+        try:
+            call = self.prepare(request)
+            call.deadline = self.deadline(request.deadline)
+            result = await self.batcher.submit(call)
+        finally:
+            self.in_flight -= 1
         outputs = self.to_tensors(result)
         params: dict[str, Any] = {}
         if result.kind == "dataframe":
@@ -84,12 +111,19 @@ class ServedModel:
             parameters=params,
         )
 
-    async def invocations(self, body: bytes, content_type: str | None) -> RawResponse:
+    async def invocations(
+        self, body: bytes, content_type: str | None, deadline: float | None = None
+    ) -> RawResponse:
         if not content_type:
             raise UnsupportedMediaType(
                 "missing Content-Type: send application/json or text/csv (MLflow scoring protocol)"
             )
-        reply, buffers = await self.pool.request({"op": "invocations", "content_type": content_type}, [body])
+        header = {"op": "invocations", "content_type": content_type}
+        self.in_flight += 1
+        try:
+            reply, buffers = await self.pool.request(header, [body], self.deadline(deadline))
+        finally:
+            self.in_flight -= 1
         return RawResponse(reply["status"], reply["mimetype"], bytes(buffers[0]) if buffers else b"")
 
     # --- requests -----------------------------------------------------------------

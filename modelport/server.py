@@ -78,12 +78,21 @@ async def build_model(settings: Settings, model_dir: Path, spec: ModelSpec, pyth
         )
         return str(shadow)
 
-    pool = WorkerPool(python, serve.workers, prepare_load, load_timeout=serve.load_timeout_s)
+    pool = WorkerPool(
+        python,
+        serve.workers,
+        prepare_load,
+        load_timeout=serve.load_timeout_s,
+        ping_timeout=serve.worker_ping_timeout_s,
+        model=name,
+    )
     batcher = Batcher(
         pool.request,
         max_size=serve.batch.max_size,
         max_wait_s=serve.batch.max_wait_ms / 1000.0,
         dispatchers=serve.workers,
+        capacity=pool,
+        model=name,
     )
     batcher.enabled = batching_enabled(serve.batch.mode, spec)
     log.info(
@@ -94,7 +103,7 @@ async def build_model(settings: Settings, model_dir: Path, spec: ModelSpec, pyth
         if batcher.enabled
         else "off",
     )
-    return ServedModel(name, spec, pool, batcher)
+    return ServedModel(name, spec, pool, batcher, request_timeout=serve.request_timeout_s)
 
 
 def prepare(settings: Settings) -> tuple[Path, ModelSpec, str]:

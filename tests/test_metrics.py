@@ -194,7 +194,6 @@ def _drive(base: str, headers: dict[str, str] | None = None) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="pending integration")
 def test_metrics_page_of_a_real_server(tmp_path: Path) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 

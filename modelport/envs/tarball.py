@@ -1,87 +1,80 @@
 """Unpack a packed environment (conda-pack or venv-pack layout) safely, and relocate it in place.
 
-No member may land outside the target; links to the base interpreter are recreated, not trusted.
+Unpacking is the shared extractor (modelport.storage.archives); links to the base interpreter are
+recreated here, not trusted.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
-import tarfile
-import zlib
 from pathlib import Path
 
 from modelport.envs.build import Progress, run_tool
 from modelport.envs.config import EnvSettings
 from modelport.envs.pythons import choose, local_pythons
-from modelport.errors import EnvironmentError_, UnsafePath
+from modelport.errors import EnvironmentError_, StorageError, UnsafePath
+from modelport.storage import archives
+from modelport.storage.archives import extract
 
 _INTERPRETER_LINK = re.compile(r"^(.*/)?bin/python(\d+(\.\d+)?)?$")
+_PYVENV_CFG = re.compile(r"([^/]+/)?pyvenv\.cfg")
 _SHEBANG = re.compile(rb"^#!\s*(\S*/bin/python[\d.]*)([^\n]*)\n")
 
 
 def unpack(archive: Path, dest: Path) -> None:
-    """Extract `archive` into `dest`, refusing anything that would land or point outside it."""
+    """Extract `archive` into the new folder `dest` with the shared safe extractor; on error `dest` is removed.
+
+    Env-specific allowances: absolute `bin/python*` links (to the base interpreter) are not created,
+    since relocate() recreates them from pyvenv.cfg; pyvenv.cfg may come twice (venv-pack adds it
+    once from the folder listing and once rewritten; the last copy counts, as with tar).
+    """
     dest.mkdir(parents=True)
-    root = os.path.realpath(dest)
+    label = f"the environment tarball {archive}"
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
-                _extract(tar, member, dest, root)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise EnvironmentError_(f"the environment tarball {archive} is corrupt or unreadable: {exc}") from exc
-    for path in _walk_links(dest):
-        if not _inside(os.path.realpath(path), root) and not _INTERPRETER_LINK.match(
-            path.relative_to(dest).as_posix()
-        ):
-            raise UnsafePath(
-                f"the environment tarball {archive} has a link leading outside it: {path.relative_to(dest)}"
-            )
+        extract(
+            archive,
+            dest,
+            kind="tar",
+            label=label,
+            skip_symlink=_recreated_by_relocate,
+            repeat_file=_written_twice_by_venv_pack,
+        )
+    except BaseException as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        if isinstance(exc, UnsafePath):
+            raise UnsafePath(_env_wording(label, exc), **exc.details) from exc
+        if isinstance(exc, StorageError):
+            raise EnvironmentError_(exc.message) from exc
+        raise
 
 
-def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, root: str) -> None:
-    name = member.name.removeprefix("./")
-    if not name or name == ".":
-        return
-    if name.startswith("/") or ".." in Path(name).parts:
-        raise UnsafePath(f"the environment tarball has a member outside its folder: {member.name}")
-    target = os.path.join(root, name)
-    parent = os.path.realpath(os.path.dirname(target))
-    if not _inside(parent, root):
-        raise UnsafePath(f"the environment tarball writes through a link out of its folder: {member.name}")
-    if member.issym():
-        if _INTERPRETER_LINK.match(name) and os.path.isabs(member.linkname):
-            return  # recreated by relocate() from pyvenv.cfg
-        resolved = os.path.normpath(os.path.join(os.path.dirname(target), member.linkname))
-        if os.path.isabs(member.linkname) or not _inside(resolved, root):
-            raise UnsafePath(
-                f"the environment tarball has a link leading outside it: {member.name} -> {member.linkname}"
-            )
-    elif member.islnk():
-        if not _inside(os.path.normpath(os.path.join(root, member.linkname.removeprefix("./"))), root):
-            raise UnsafePath(f"the environment tarball has a hard link outside it: {member.name}")
-    elif not (member.isfile() or member.isdir()):
-        raise UnsafePath(f"the environment tarball holds a device or pipe: {member.name}")
-    member.name = name
-    if hasattr(tarfile, "tar_filter"):
-        tar.extract(member, dest, set_attrs=True, filter="tar")
-    else:  # pragma: no cover - Python < 3.10.12 lacks extraction filters
-        tar.extract(member, dest, set_attrs=True)
+def _recreated_by_relocate(name: str, target: str) -> bool:
+    return bool(_INTERPRETER_LINK.match(name)) and os.path.isabs(target)
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root + os.sep)
+def _written_twice_by_venv_pack(name: str) -> bool:
+    return _PYVENV_CFG.fullmatch(name) is not None
 
 
-def _walk_links(dest: Path) -> list[Path]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(dest):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            if p.is_symlink():
-                out.append(p)
-    return out
+_WORDING = {
+    archives.NAME: "has a member outside its folder",
+    archives.SPECIAL: "holds a device or pipe",
+    archives.DUPLICATE: "holds the same member name twice",
+    archives.BEHIND_LINK: "writes through a link out of its folder",
+    archives.SYMLINK: "has a link leading outside it",
+    archives.HARDLINK: "has a hard link outside it",
+}
+
+
+def _env_wording(label: str, exc: UnsafePath) -> str:
+    member = exc.details.get("member", "?")
+    target = exc.details.get("target")
+    words = _WORDING.get(str(exc.details.get("problem")), "has an unsafe member")
+    link = f" -> {target}" if target else ""
+    return f"{label} {words}: {member}{link} ({exc.details.get('why', exc.message)})"
 
 
 def find_prefix(dest: Path) -> Path:

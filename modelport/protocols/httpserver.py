@@ -3,8 +3,9 @@
 uvicorn gives keep-alive, pipelining, write backpressure (reading pauses while a response
 waits for the client) and a graceful shutdown. This adds what a hostile client needs:
 a cap on the request head (431, or 414 for the URL), a header-read timeout and a body-read
-timeout (408), a connection cap that evicts idle keep-alive connections first and keeps
-a few slots for health probes, answers to pipelined requests in order before any 400,
+timeout (408), a connection cap that makes room by closing an idle keep-alive connection
+or the one whose head has been arriving longest (a slow client), and keeps a few slots for
+health probes, answers to pipelined requests in order before any 400,
 and a drain that tells clients ``Connection: close`` (docs/decisions.md).
 """
 
@@ -32,6 +33,9 @@ PROBE_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/ping", "/healt
 DRAIN_GRACE_S = 0.05
 # Pipelined requests queued on one connection before it stops reading more.
 MAX_QUEUED = 16
+# At the connection cap, a connection still waiting for its request head this long is slow:
+# it is closed (408) to make room. A real client sends its head in one packet.
+SLOW_HEAD_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -67,10 +71,20 @@ class HeadTooLarge(Exception):
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with head limits, read timeouts, a connection cap and a drain."""
 
-    def __init__(self, *args: Any, limits: Limits, overflow: dict[Any, None], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        limits: Limits,
+        overflow: dict[Any, None],
+        heads: dict[Any, float],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
-        self.overflow = overflow  # the connections past the cap, oldest first (shared by the server's)
+        # Shared by the server's connections: those past the cap, and those waiting for a request
+        # head with when they began waiting, both oldest first.
+        self.overflow = overflow
+        self.heads = heads
         self.in_head = False  # a request head has begun and is not complete
         self.head_bytes = 0
         self.fed_body = 0
@@ -87,7 +101,12 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self.flow = PipelineFlow(transport, self.pipeline)
         self._arm_read_timer()
-        if len(self.connections) <= self.limits.max_connections or _evict_idle(self.connections, self):
+        self.heads[self] = self.loop.time()
+        if (
+            len(self.connections) <= self.limits.max_connections
+            or _evict_idle(self.connections, self)
+            or self._evict_slow()
+        ):
             return
         # Over the cap: this connection may only ask for a probe. When those slots are full, the
         # oldest still sending its head goes (a probe sends its head at once; a slow client does not).
@@ -107,9 +126,24 @@ class GuardedProtocol(HttpToolsProtocol):
         overflow[self] = None
         self.app = _probes_only(self.app)
 
+    def _evict_slow(self) -> bool:
+        """Close the connection that has waited longest for its head, if that is long; False if none."""
+        oldest = next(iter(self.heads.items()), None)
+        if oldest is None or oldest[0] is self or self.loop.time() - oldest[1] < SLOW_HEAD_S:
+            return False
+        slow = oldest[0]
+        slow._reply_and_close(
+            408, "the request head was too slow to arrive with the server full (--max-connections)"
+        )
+        self.heads.pop(slow, None)
+        self.overflow.pop(slow, None)
+        self.connections.discard(slow)
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_read_timer()
         self.overflow.pop(self, None)
+        self.heads.pop(self, None)
         self._disconnect_cycles()
         super().connection_lost(exc)
 
@@ -158,12 +192,14 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.heads.setdefault(self, self.loop.time())
         self.in_head = True
         self.head_bytes = 0
         self._arm_read_timer()
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self.heads.pop(self, None)
         size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
         if size > self.limits.max_header_bytes:  # a whole head that arrived in one read
             self.oversized = (len(self.url), size)
@@ -321,7 +357,7 @@ class HttpServer:
     ) -> None:
         self.host = host
         self.port = port
-        protocol = functools.partial(GuardedProtocol, limits=limits, overflow={})
+        protocol = functools.partial(GuardedProtocol, limits=limits, overflow={}, heads={})
         self.config = uvicorn.Config(
             app,
             http=cast(Any, protocol),

@@ -4,26 +4,31 @@ Requests queue while the workers are busy; a free dispatcher takes every compati
 request queued (up to ``max_size`` rows), so batches grow with load and a lone
 request waits for nothing. Outputs are split back by row counts. A batch whose
 outputs cannot be split, or that one bad request spoils, is re-run request by request.
+A queued request whose deadline passes is answered 504 and never sent to a worker; a
+merged call's deadline is the earliest of its members'.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from modelport import metrics
 from modelport._runtime.modelport_worker.tensors import pack_array, unpack_array
-from modelport.errors import InvalidInput, ModelportError
+from modelport.errors import InvalidInput, ModelNotReady, ModelportError
+from modelport.inference import Deadline, earliest
 
 log = logging.getLogger("modelport.batching")
 
-# Sends one predict frame (header, buffers) to a worker; returns the reply.
-Send = Callable[[dict[str, Any], list[Any]], Awaitable[tuple[dict[str, Any], list[Any]]]]
+# Sends one predict frame (header, buffers) to a worker by a deadline; returns the reply.
+Send = Callable[[dict[str, Any], list[Any], Deadline | None], Awaitable[tuple[dict[str, Any], list[Any]]]]
 
 
 @dataclass
@@ -48,7 +53,9 @@ class PredictCall:
     layout: str
     params: dict[str, Any] | None = None
     rows: int = 0
+    deadline: Deadline | None = None
     future: asyncio.Future[PredictResult] | None = field(default=None, repr=False)
+    queued_at: float = field(default=0.0, repr=False)
     # Calls with equal keys can share one model call: same layout, columns, dtypes, trailing shapes, params.
     key: tuple[Any, ...] = field(init=False, repr=False)
     # Only arrays with a row axis can be concatenated with others.
@@ -70,33 +77,109 @@ def frame(call: PredictCall) -> tuple[dict[str, Any], list[Any]]:
     return header, buffers
 
 
+class Capacity(Protocol):
+    """What the batcher asks of the workers behind it (a WorkerPool)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def wait_ready(self) -> None: ...
+
+
 class Batcher:
-    def __init__(self, send: Send, max_size: int, max_wait_s: float, dispatchers: int = 1) -> None:
+    """Merges queued calls; ``capacity`` (the pool) holds queued calls while no worker can take
+    them, until a worker is back or their deadlines pass."""
+
+    def __init__(
+        self,
+        send: Send,
+        max_size: int,
+        max_wait_s: float,
+        dispatchers: int = 1,
+        capacity: Capacity | None = None,
+        model: str = "",
+    ) -> None:
         self.send = send
         self.max_size = max(1, max_size)
         self.max_wait_s = max_wait_s
+        self.capacity = capacity
         self.queue: deque[PredictCall] = deque()
         self.wakeup = asyncio.Event()
         self.enabled = True
+        self._loop = asyncio.get_running_loop()
+        # One timer for the whole queue, due at the earliest deadline of a queued call: it
+        # answers the calls whose deadline passed (504) without a timer per call.
+        self._reaper: asyncio.TimerHandle | None = None
+        self._reaper_at = math.inf
+        self._queue_seconds = metrics.QUEUE_SECONDS.labels(model)
+        self._batch_wait_seconds = metrics.BATCH_WAIT_SECONDS.labels(model)
+        self._batch_size = metrics.BATCH_SIZE.labels(model)
         self._tasks = [asyncio.create_task(self._dispatch()) for _ in range(max(1, dispatchers))]
 
     async def submit(self, call: PredictCall) -> PredictResult:
         if not self.enabled or not call.batchable or call.rows >= self.max_size:
-            return decode_result(*await self.send(*frame(call)))
-        call.future = asyncio.get_running_loop().create_future()
+            self._batch_size.observe(1)
+            return decode_result(*await self.send(*frame(call), call.deadline))
+        if self.capacity is not None and not self.capacity.ready:
+            raise ModelNotReady("the model is not ready: its workers are starting or restarting")
+        loop = self._loop
+        call.future = loop.create_future()
+        call.queued_at = loop.time()
         self.queue.append(call)
+        deadline = call.deadline
+        if deadline is not None and deadline.at < self._reaper_at:
+            self._arm_reaper(deadline.at)
         self.wakeup.set()
         return await call.future
 
+    def _arm_reaper(self, at: float) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        self._reaper_at = at
+        self._reaper = self._loop.call_at(at, self._reap)
+
+    def _reap(self) -> None:
+        """Answer the queued calls whose deadline passed; they are never sent to a worker."""
+        self._reaper, self._reaper_at = None, math.inf
+        now = self._loop.time() + 0.001  # timers may fire up to a clock tick early
+        kept: deque[PredictCall] = deque()
+        next_at = math.inf
+        for call in self.queue:
+            deadline = call.deadline
+            if call.future is None or call.future.done():
+                continue
+            if deadline is not None:
+                if deadline.at <= now:
+                    call.future.set_exception(deadline.error(queued=True))
+                    continue
+                next_at = min(next_at, deadline.at)
+            kept.append(call)
+        self.queue = kept
+        if next_at < math.inf:
+            self._arm_reaper(next_at)
+
     async def _dispatch(self) -> None:
+        capacity = self.capacity
         while True:
             while not self.queue:
                 self.wakeup.clear()
                 await self.wakeup.wait()
+            if capacity is not None and not capacity.ready:
+                # The calls wait in the queue for a worker to come back; the reaper answers
+                # those whose deadline passes meanwhile. Calls without one cannot wait unbounded.
+                for c in self.queue:
+                    if c.deadline is None:
+                        _resolve(c, exc=ModelNotReady("the model's workers are restarting; retry"))
+                await capacity.wait_ready()
+                continue
             batch = self._take()
+            if not batch:
+                continue
             if len(batch) > 1 and self.max_wait_s > 0 and sum(c.rows for c in batch) < self.max_size:
                 # Under load already: give a few more requests the chance to join.
+                slept = self._loop.time()
                 await asyncio.sleep(self.max_wait_s)
+                self._batch_wait_seconds.observe(self._loop.time() - slept)
                 batch += self._take(key=batch[0].key, room=self.max_size - sum(c.rows for c in batch))
             try:
                 await self._run(batch)
@@ -109,13 +192,18 @@ class Batcher:
         room = self.max_size if room is None else room
         taken: list[PredictCall] = []
         skipped: list[PredictCall] = []
+        now = self._loop.time()
+        observe = self._queue_seconds.observe
         while self.queue and room > 0:
             call = self.queue.popleft()
+            if call.future is not None and call.future.done():
+                continue  # answered already: its deadline passed, or its client went away
             if key is None:
                 key = call.key
             if call.key == key and (not taken or call.rows <= room):
                 taken.append(call)
                 room -= call.rows
+                observe(now - call.queued_at)
             else:
                 skipped.append(call)
         self.queue.extendleft(reversed(skipped))
@@ -133,9 +221,12 @@ class Batcher:
             layout=batch[0].layout,
             params=batch[0].params,
             rows=sum(c.rows for c in batch),
+            deadline=earliest([c.deadline for c in batch]),
         )
+        self._batch_size.observe(len(batch))
         try:
-            parts = split_result(decode_result(*await self.send(*frame(merged))), [c.rows for c in batch])
+            reply = await self.send(*frame(merged), merged.deadline)
+            parts = split_result(decode_result(*reply), [c.rows for c in batch])
         except InvalidInput:
             parts = None  # one request may have spoiled the batch: answer each alone
         except ModelportError as exc:
@@ -150,8 +241,11 @@ class Batcher:
             _resolve(c, result=part)
 
     async def _run_one(self, call: PredictCall) -> None:
+        if call.future is not None and call.future.done():
+            return
+        self._batch_size.observe(1)
         try:
-            _resolve(call, result=decode_result(*await self.send(*frame(call))))
+            _resolve(call, result=decode_result(*await self.send(*frame(call), call.deadline)))
         except ModelportError as exc:
             _resolve(call, exc=exc)
 
@@ -159,6 +253,10 @@ class Batcher:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._reaper is not None:
+            self._reaper.cancel()
+        while self.queue:
+            _resolve(self.queue.popleft(), exc=ModelNotReady("the server is shutting down"))
 
 
 def _resolve(call: PredictCall, result: Any = None, exc: BaseException | None = None) -> None:

@@ -1,7 +1,8 @@
 """A pool of worker processes for one model: load, dispatch, ping, restart.
 
 A worker that dies is restarted and reloads the model; requests it held fail at once
-with ``WorkerCrashed`` (503). A worker that stops answering pings is killed, then restarted.
+with ``WorkerCrashed`` (503). A worker that holds a request past its deadline, or leaves a
+ping unanswered longer than the ping timeout, is killed at once, then restarted.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from modelport import metrics
 from modelport.errors import ModelLoadError, ModelNotReady, ModelportError
+from modelport.inference import Deadline
 from modelport.workers.process import Reply, WorkerProcess
 
 log = logging.getLogger("modelport.workers")
 
 # Given a worker's hello (its Python, mlflow and numpy versions), return the folder to load.
 PrepareLoad = Callable[[dict[str, Any]], Awaitable[str]]
+
+RESTART_CAUSES = ("exit", "timeout", "unresponsive")
 
 
 class WorkerPool:
@@ -28,21 +33,44 @@ class WorkerPool:
         size: int,
         prepare_load: PrepareLoad,
         load_timeout: float = 600.0,
-        ping_interval: float = 5.0,
-        ping_timeout: float = 30.0,
+        ping_timeout: float = 10.0,
+        model: str = "",
     ) -> None:
-        self.workers = [WorkerProcess(i, python) for i in range(max(1, size))]
+        self.workers = [WorkerProcess(i, python, self._ready_changed) for i in range(max(1, size))]
         self.prepare_load = prepare_load
         self.load_timeout = load_timeout
-        self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        # Often enough that a silent worker is found within the timeout plus a little.
+        self.ping_interval = min(1.0, max(0.05, ping_timeout / 5))
+        self.model = model
         self.load_info: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._ready_count = 0
+        self._ready_event = asyncio.Event()
+        self._workers_ready = metrics.WORKERS_READY.labels(model)
+        self._workers_ready.set(0)
+        self._predict_seconds = metrics.PREDICT_SECONDS.labels(model)
+        self._load_seconds = metrics.MODEL_LOAD_SECONDS.labels(model)
+        self._restarts = {cause: metrics.WORKER_RESTARTS.labels(model, cause) for cause in RESTART_CAUSES}
 
     @property
     def ready(self) -> bool:
-        return any(w.ready for w in self.workers)
+        """True while at least one worker can take a request."""
+        return self._ready_count > 0
+
+    async def wait_ready(self) -> None:
+        """Return once a worker can take a request."""
+        await self._ready_event.wait()
+
+    def _ready_changed(self) -> None:
+        count = sum(1 for w in self.workers if w.ready)
+        self._ready_count = count
+        self._workers_ready.set(count)
+        if count:
+            self._ready_event.set()
+        else:
+            self._ready_event.clear()
 
     async def start(self) -> None:
         """Start every worker and load the model; raise if the first load fails."""
@@ -71,6 +99,8 @@ class WorkerPool:
             raise ModelLoadError(exc.message) from exc
         worker.ready = True
         self.load_info = {**hello, **reply, "start_s": time.perf_counter() - started}
+        if reply.get("load_s") is not None:
+            self._load_seconds.observe(reply["load_s"])
         warm = reply.get("warm_up_s")
         log.info(
             "worker %d (pid %s, python %s, mlflow %s) loaded the model in %.2f s%s%s",
@@ -91,7 +121,12 @@ class WorkerPool:
             code = await worker.wait()
             if self._closing:
                 return
-            log.error("worker %d exited (code %s); restarting it", worker.index, code)
+            cause = worker.kill_cause or "exit"
+            self._restarts[cause].inc()
+            if cause == "exit":
+                log.error("worker %d exited (code %s); restarting it", worker.index, code)
+            else:
+                log.error("worker %d was killed (%s); restarting it", worker.index, worker.kill_reason)
             while not self._closing:
                 try:
                     await self._start_one(worker)
@@ -101,24 +136,28 @@ class WorkerPool:
                     log.error(
                         "restarting worker %d failed: %s; retrying in %.1f s", worker.index, exc, backoff
                     )
+                    if worker.alive:
+                        worker.kill()
+                        await worker.wait()
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)
 
     async def _ping_loop(self) -> None:
+        # One ping outstanding per worker at a time; no task or timer per ping.
+        loop = asyncio.get_running_loop()
         while not self._closing:
             await asyncio.sleep(self.ping_interval)
-            await asyncio.gather(*(self._ping(w) for w in self.workers if w.ready))
-
-    async def _ping(self, worker: WorkerProcess) -> None:
-        try:
-            await asyncio.wait_for(worker.request({"op": "ping"}), self.ping_timeout)
-        except asyncio.TimeoutError:
-            log.error(
-                "worker %d did not answer a ping in %.0f s; killing it", worker.index, self.ping_timeout
-            )
-            worker.kill()
-        except ModelportError:
-            pass  # it died meanwhile: its supervisor restarts it
+            now = loop.time()
+            for worker in self.workers:
+                if not worker.ready:
+                    continue
+                if worker.ping_sent is None:
+                    worker.send_ping(now)
+                elif now - worker.ping_sent > self.ping_timeout:
+                    worker.condemn(
+                        "unresponsive",
+                        f"it did not answer a ping for {self.ping_timeout:g} s (--worker-ping-timeout)",
+                    )
 
     def pick(self) -> WorkerProcess:
         ready = [w for w in self.workers if w.ready]
@@ -126,8 +165,14 @@ class WorkerPool:
             raise ModelNotReady("the model is not ready: its workers are starting or restarting")
         return min(ready, key=lambda w: w.load)
 
-    async def request(self, header: dict[str, Any], buffers: Sequence[Any] = ()) -> Reply:
-        return await self.pick().request(header, buffers)
+    async def request(
+        self, header: dict[str, Any], buffers: Sequence[Any] = (), deadline: Deadline | None = None
+    ) -> Reply:
+        reply = await self.pick().request(header, buffers, deadline)
+        seconds = reply[0].get("predict_s")
+        if seconds is not None:
+            self._predict_seconds.observe(seconds)
+        return reply
 
     def begin_shutdown(self) -> None:
         """From now on a worker that exits is not restarted (its exit is part of shutting down)."""

@@ -14,12 +14,13 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from modelport._runtime.modelport_worker import framing
 from modelport.errors import ModelNotReady, WorkerCrashed, from_code
+from modelport.inference import Deadline
 
 log = logging.getLogger("modelport.workers")
 
@@ -32,19 +33,41 @@ Reply = tuple[dict[str, Any], list[memoryview]]
 
 
 class WorkerProcess:
-    def __init__(self, index: int, python: str) -> None:
+    def __init__(self, index: int, python: str, on_ready_change: Callable[[], None] | None = None) -> None:
         self.index = index
         self.python = python
         self.proc: asyncio.subprocess.Process | None = None
         self.hello: dict[str, Any] = {}
-        self.ready = False
         self.pending: dict[int, asyncio.Future[Reply]] = {}
+        # Why the pool killed this worker ("timeout", "unresponsive"); None while it is trusted.
+        self.kill_cause: str | None = None
+        self.kill_reason = ""
+        # When the outstanding ping was sent (event loop clock); None when none is outstanding.
+        self.ping_sent: float | None = None
+        self.on_ready_change = on_ready_change
+        self._ready = False
         self._ids = itertools.count(1)
+        # Requests answered 504 at a client's deadline that the worker still runs: the timer
+        # that replaces it if it still runs them at the server's limit.
+        self._abandoned: dict[int, asyncio.TimerHandle] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._ping_writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._ping_task: asyncio.Task[None] | None = None
         self._hello: asyncio.Future[dict[str, Any]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Loaded, alive and trusted: it may be given requests."""
+        return self._ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        if value != self._ready:
+            self._ready = value
+            if self.on_ready_change is not None:
+                self.on_ready_change()
 
     @property
     def alive(self) -> bool:
@@ -52,7 +75,7 @@ class WorkerProcess:
 
     @property
     def load(self) -> int:
-        return len(self.pending)
+        return len(self.pending) + len(self._abandoned)
 
     async def start(self, timeout: float) -> dict[str, Any]:
         # Two socket pairs: requests (answered in order by the worker's main thread) and pings
@@ -60,8 +83,11 @@ class WorkerProcess:
         parent, child = socket.socketpair()
         ping_parent, ping_child = socket.socketpair()
         fds = (child.fileno(), ping_child.fileno())
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._hello = loop.create_future()
+        self.kill_cause = None
+        self.kill_reason = ""
+        self.ping_sent = None
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 self.python,
@@ -84,7 +110,7 @@ class WorkerProcess:
         reader, self._writer = await asyncio.open_unix_connection(sock=parent)
         ping_reader, self._ping_writer = await asyncio.open_unix_connection(sock=ping_parent)
         self._reader_task = asyncio.create_task(self._read_loop(reader))
-        self._ping_task = asyncio.create_task(self._read_loop(ping_reader))
+        self._ping_task = asyncio.create_task(self._read_pings(ping_reader))
         try:
             self.hello = await asyncio.wait_for(asyncio.shield(self._hello), timeout)
         except asyncio.TimeoutError as exc:
@@ -92,21 +118,68 @@ class WorkerProcess:
             raise ModelNotReady(f"worker {self.index} did not start within {timeout:.0f} s") from exc
         return self.hello
 
-    async def request(self, header: dict[str, Any], buffers: Sequence[Any] = ()) -> Reply:
-        writer = self._ping_writer if header.get("op") == "ping" else self._writer
-        if not self.alive or writer is None:
+    async def request(
+        self, header: dict[str, Any], buffers: Sequence[Any] = (), deadline: Deadline | None = None
+    ) -> Reply:
+        """Send one frame and wait for its reply; at ``deadline`` answer RequestTimeout instead."""
+        writer, loop = self._writer, self._loop
+        if not self.alive or writer is None or loop is None or self.kill_cause is not None:
             raise WorkerCrashed(f"worker {self.index} is not running")
         rid = next(self._ids)
         header["id"] = rid
-        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Reply] = loop.create_future()
         self.pending[rid] = fut
-        writer.writelines(framing.encode(header, buffers))
-        if writer.transport.get_write_buffer_size() > 1 << 20:
-            await writer.drain()
-        reply, out = await fut
+        timer = None if deadline is None else loop.call_at(deadline.at, self._overrun, rid, deadline)
+        try:
+            writer.writelines(framing.encode(header, buffers))
+            if writer.transport.get_write_buffer_size() > 1 << 20:
+                await writer.drain()
+            reply, out = await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
         if not reply.get("ok"):
             raise from_code(reply.get("code", "internal"), reply.get("message", "worker error"))
         return reply, out
+
+    def _overrun(self, rid: int, deadline: Deadline) -> None:
+        fut = self.pending.pop(rid, None)
+        if fut is None or fut.done():
+            return
+        fut.set_exception(deadline.error())
+        if deadline.kill_at is None:
+            return  # no server limit: the worker finishes it and its reply is dropped
+        loop = self._loop
+        assert loop is not None
+        if deadline.kill_at > loop.time() + 0.001:
+            self._abandoned[rid] = loop.call_at(deadline.kill_at, self._overran, rid, deadline)
+        else:
+            self._overran(rid, deadline)
+
+    def _overran(self, rid: int, deadline: Deadline) -> None:
+        self._abandoned.pop(rid, None)
+        self.condemn(
+            "timeout",
+            f"a prediction on it overran its deadline ({deadline.timeout_s:g} s, --request-timeout)",
+        )
+
+    def condemn(self, cause: str, reason: str) -> None:
+        """Kill the worker now and fail every request it holds; its supervisor replaces it."""
+        if self.kill_cause is not None or not self.alive:
+            return
+        self.kill_cause = cause
+        self.kill_reason = reason
+        self.ready = False
+        log.error("worker %d (pid %s): %s; killing it", self.index, self.hello.get("pid"), reason)
+        self.kill()
+        self._fail_pending()
+
+    def send_ping(self, now: float) -> None:
+        writer = self._ping_writer
+        if writer is None or not self.alive:
+            return
+        self.ping_sent = now
+        writer.writelines(framing.encode({"op": "ping", "id": 0}))
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -119,33 +192,54 @@ class WorkerProcess:
                 )
                 header = framing.decode_header(await reader.readexactly(head_len))
                 buffers = [memoryview(await reader.readexactly(n)) for n in lengths]
-                if header.get("op") == "hello":
+                rid = header.get("id", -1)
+                fut = self.pending.pop(rid, None)
+                if fut is not None:
+                    if not fut.done():
+                        fut.set_result((header, buffers))
+                elif header.get("op") == "hello":
                     if self._hello is not None and not self._hello.done():
                         self._hello.set_result(header)
-                    continue
-                fut = self.pending.pop(header.get("id", -1), None)
-                if fut is not None and not fut.done():
-                    fut.set_result((header, buffers))
+                else:
+                    late = self._abandoned.pop(rid, None)
+                    if late is not None:
+                        late.cancel()
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            if self.proc is not None:
+            if self.proc is not None and self.kill_cause is None:
                 # The socket closes a moment before the exit status is known; wait a little for it.
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.proc.wait(), 2.0)
         finally:
             self._fail_pending()
 
+    async def _read_pings(self, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, OSError):
+            while True:
+                head_len, count = framing.split_prefix(await reader.readexactly(framing.PREFIX.size))
+                if count:
+                    lengths = framing.buffer_lengths(
+                        await reader.readexactly(framing.LENGTH.size * count), count
+                    )
+                    await reader.readexactly(head_len + sum(lengths))
+                else:
+                    await reader.readexactly(head_len)
+                self.ping_sent = None
+
     def _fail_pending(self) -> None:
         self.ready = False
-        code = self.proc.returncode if self.proc else None
-        how = _describe_exit(code)
-        for fut in self.pending.values():
+        if self.kill_cause is not None:
+            message = f"the model worker holding this request was replaced because {self.kill_reason}"
+            how = f"was killed because {self.kill_reason}"
+        else:
+            how = _describe_exit(self.proc.returncode if self.proc else None)
+            message = f"the model worker {how} while handling this request; it is being restarted"
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
             if not fut.done():
-                fut.set_exception(
-                    WorkerCrashed(
-                        f"the model worker {how} while handling this request; it is being restarted"
-                    )
-                )
-        self.pending.clear()
+                fut.set_exception(WorkerCrashed(message))
+        for timer in self._abandoned.values():
+            timer.cancel()
+        self._abandoned.clear()
         if self._hello is not None and not self._hello.done():
             self._hello.set_exception(ModelNotReady(f"the model worker {how} before it started"))
 
@@ -156,6 +250,7 @@ class WorkerProcess:
         return code
 
     def kill(self) -> None:
+        self.ready = False
         if self.alive and self.proc is not None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -167,6 +262,7 @@ class WorkerProcess:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def stop(self, grace: float = 5.0) -> None:
+        self.ready = False
         for writer in (self._writer, self._ping_writer):
             if writer is not None:
                 writer.close()

@@ -182,3 +182,69 @@ def test_tarball_with_dotdot_members_is_refused(model_29: tuple[Path, dict], tmp
         resolve_interpreter(model_29[0], make_settings(cache_dir, f"tarball:{evil}"))
     assert not list(tmp_path.rglob("escaped.txt"))
     assert cache_leftovers(cache_dir) == []
+
+
+def _link(name: str, target: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.SYMTYPE
+    info.linkname = target
+    return info
+
+
+def _escape_chain(outside: Path, variant: str) -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    """The reported chain: X -> p/ x8 ../ x8 ABS/PATH (no leading slash), p -> ., then something written at X."""
+    escape = "p/" * 8 + "../" * 8 + str(outside).lstrip("/")
+    if variant == "file":
+        return [
+            (_link("f", escape + "/pwned"), None),
+            (_link("p", "."), None),
+            (tarfile.TarInfo("f"), b"gotcha"),
+        ]
+    folder = tarfile.TarInfo("q/X")
+    folder.type = tarfile.DIRTYPE
+    return [
+        (_link("q", escape), None),
+        (_link("p", "."), None),
+        (folder, None),
+        (tarfile.TarInfo("q/X/pwned"), b"x"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("variant", "match"),
+    [
+        (
+            "file",
+            r"holds the same member name twice: f \(the name appears twice \(first as a symlink, then a file\)\)",
+        ),
+        (
+            "folder",
+            r"writes through a link out of its folder: q/X \(it would be written through the symlink 'q'\)",
+        ),
+    ],
+)
+def test_tarball_with_a_link_chain_escape_is_refused(
+    model_29: tuple[Path, dict], tmp_path: Path, variant: str, match: str
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert len(tmp_path.parts) < 8  # the ../ run really reaches / from the unpack folder
+    evil = tmp_path / "evil-env.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        # A venv-pack layout: its absolute interpreter link is skipped (relocate() recreates it), the chain is not.
+        cfg = b"home = /usr/bin\nversion = 3.11.7\n"
+        info = tarfile.TarInfo("pyvenv.cfg")
+        info.size = len(cfg)
+        tar.addfile(info, io.BytesIO(cfg))
+        tar.addfile(_link("bin/python", "/usr/bin/python3.11"))
+        for member, data in _escape_chain(outside, variant):
+            if data is None:
+                tar.addfile(member)
+            else:
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+    cache_dir = tmp_path / "cache"
+    with pytest.raises(UnsafePath, match=rf"the environment tarball {evil} {match}"):
+        resolve_interpreter(model_29[0], make_settings(cache_dir, f"tarball:{evil}"))
+    assert list(outside.iterdir()) == []
+    assert cache_leftovers(cache_dir) == []

@@ -245,15 +245,55 @@ def test_slow_clients_past_the_cap_do_not_lock_out_the_probe(iris_model: Path, t
             latencies.append(time.monotonic() - started)
             assert status == 200
         assert max(latencies) < 5
-        # Past the cap, anything but a probe is refused fast with 503.
-        with connect(srv) as other:
-            other.sendall(b"GET /v2 HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert status_of(read_until_closed(other)) == 503
+        # Once the slow clients have been at it a while, a real request makes room for itself:
+        # the connection whose head has been arriving longest is closed with 408.
+        time.sleep(1.5)
+        for request in (
+            b"GET /v2 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(json.dumps(ROW)), json.dumps(ROW).encode()),
+        ):
+            with connect(srv) as other:
+                other.sendall(request)
+                [(status, _, body)] = read_responses(other, 1)
+                assert status == 200, body
+        evicted = []
+        for s in slow:
+            s.settimeout(0.01)
+            try:
+                evicted.append(s.recv(200))
+            except (TimeoutError, ConnectionResetError):
+                pass
+        assert any(e.startswith(b"HTTP/1.1 408") for e in evicted)
     finally:
         for s in slow:
             s.close()
         srv.stop()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_past_the_cap_of_busy_connections_only_probes_are_answered(iris_model: Path, tmp_path: Path) -> None:
+    srv = start_server(iris_model, "--max-connections", "10", "--header-timeout", "60", tmp=tmp_path)
+    busy = []
+    try:
+        # Ten requests whose bodies are still arriving: busy, not slow to send a head.
+        for _ in range(10):
+            s = connect(srv)
+            s.sendall(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\ncontent-length: 1000\r\n\r\n{")
+            busy.append(s)
+        time.sleep(1.5)
+        with connect(srv) as other:
+            other.sendall(b"GET /v2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = read_until_closed(other)
+        assert status_of(data) == 503 and b"--max-connections" in data
+        with connect(srv) as probe:
+            probe.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+            [(status, _, _)] = read_responses(probe, 1)
+        assert status == 200
+    finally:
+        for s in busy:
+            s.close()
+        srv.stop()
 
 
 def test_idle_keep_alive_connections_make_room(iris_model: Path, tmp_path: Path) -> None:

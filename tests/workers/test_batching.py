@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from modelport._runtime.modelport_worker.tensors import pack_array, unpack_array
-from modelport.errors import InvalidInput
+from modelport.errors import InvalidInput, ModelNotReady, RequestTimeout
+from modelport.inference import Deadline, earliest
 from modelport.workers.batching import Batcher, PredictCall
 
 
@@ -24,7 +25,9 @@ class FakeWorker:
     def __init__(self) -> None:
         self.calls: list[int] = []
 
-    async def send(self, header: dict[str, Any], buffers: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+    async def send(
+        self, header: dict[str, Any], buffers: list[Any], deadline: Any = None
+    ) -> tuple[dict[str, Any], list[Any]]:
         x = unpack_array(header["inputs"][0], buffers)
         self.calls.append(len(x))
         await asyncio.sleep(0.01)
@@ -82,7 +85,9 @@ def test_one_bad_request_does_not_spoil_the_others() -> None:
 
 
 def test_outputs_that_do_not_follow_rows_are_rerun_alone() -> None:
-    async def send(header: dict[str, Any], buffers: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+    async def send(
+        header: dict[str, Any], buffers: list[Any], deadline: Any = None
+    ) -> tuple[dict[str, Any], list[Any]]:
         x = unpack_array(header["inputs"][0], buffers)
         await asyncio.sleep(0.01)
         out: list[Any] = []
@@ -98,7 +103,9 @@ def test_outputs_that_do_not_follow_rows_are_rerun_alone() -> None:
 
 
 def test_scalars_skip_batching_and_unexpected_errors_do_not_stop_the_dispatcher() -> None:
-    async def send(header: dict[str, Any], buffers: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+    async def send(
+        header: dict[str, Any], buffers: list[Any], deadline: Any = None
+    ) -> tuple[dict[str, Any], list[Any]]:
         x = unpack_array(header["inputs"][0], buffers)
         await asyncio.sleep(0.01)
         if (x == 13).any():
@@ -118,6 +125,132 @@ def test_scalars_skip_batching_and_unexpected_errors_do_not_stop_the_dispatcher(
     assert results[0].outputs[0][1].tolist() == 4.0
     assert isinstance(results[1], RuntimeError)
     assert [r.outputs[0][1].tolist() for r in results[3:]] == [[4.0], [6.0]]
+
+
+class GatedWorker:
+    """Answers only when its gate opens; records the rows and deadline of every model call."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.calls: list[tuple[list[float], Deadline | None]] = []
+
+    async def send(
+        self, header: dict[str, Any], buffers: list[Any], deadline: Deadline | None = None
+    ) -> tuple[dict[str, Any], list[Any]]:
+        x = unpack_array(header["inputs"][0], buffers)
+        self.calls.append((x.tolist(), deadline))
+        await self.gate.wait()
+        out: list[Any] = []
+        return {"kind": "ndarray", "outputs": [pack_array("", x * 2, out)]}, out
+
+
+class FakeCapacity:
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.event.set()
+
+    @property
+    def ready(self) -> bool:
+        return self.event.is_set()
+
+    async def wait_ready(self) -> None:
+        await self.event.wait()
+
+
+def timed_call(values: list[float], after: float) -> PredictCall:
+    """A call answered 504 ``after`` seconds from now: --request-timeout ``after``."""
+    now = asyncio.get_running_loop().time()
+    c = call(values)
+    c.deadline = Deadline(now + after, now + after, after)
+    return c
+
+
+def test_a_call_whose_deadline_passes_while_queued_is_answered_504_and_never_sent() -> None:
+    async def main() -> tuple[Any, Any, Any, list[Any], float]:
+        worker = GatedWorker()
+        batcher = Batcher(worker.send, max_size=64, max_wait_s=0.0)
+        busy = asyncio.ensure_future(batcher.submit(timed_call([1.0], 60)))
+        await asyncio.sleep(0.02)  # the dispatcher holds it: later calls queue
+        started = asyncio.get_running_loop().time()
+        late = asyncio.ensure_future(batcher.submit(timed_call([2.0], 0.1)))
+        kept = asyncio.ensure_future(batcher.submit(timed_call([3.0], 60)))
+        late_result = await asyncio.gather(late, return_exceptions=True)
+        waited = asyncio.get_running_loop().time() - started
+        worker.gate.set()
+        results = await asyncio.gather(busy, kept)
+        await batcher.stop()
+        return late_result[0], results[0], results[1], worker.calls, waited
+
+    late, busy, kept, calls, waited = asyncio.run(main())
+    assert isinstance(late, RequestTimeout)
+    assert "did not finish within 0.1 s (--request-timeout)" in late.message
+    assert "waiting for a worker" in late.message
+    assert waited < 1.0  # answered at its deadline, not when the dispatcher got free
+    assert busy.outputs[0][1].tolist() == [2.0] and kept.outputs[0][1].tolist() == [6.0]
+    assert [rows for rows, _ in calls] == [[1.0], [3.0]]  # the expired call never reached a worker
+
+
+def test_a_merged_call_carries_the_earliest_deadline_of_its_members() -> None:
+    async def main() -> tuple[list[Any], list[Deadline]]:
+        worker = GatedWorker()
+        batcher = Batcher(worker.send, max_size=64, max_wait_s=0.0)
+        first = asyncio.ensure_future(batcher.submit(timed_call([0.0], 60)))
+        await asyncio.sleep(0.02)
+        members = [timed_call([1.0], 50), timed_call([2.0], 20), timed_call([3.0], 40)]
+        rest = [asyncio.ensure_future(batcher.submit(c)) for c in members]
+        await asyncio.sleep(0.02)
+        worker.gate.set()
+        await asyncio.gather(first, *rest)
+        await batcher.stop()
+        return worker.calls, [c.deadline for c in members]  # type: ignore[misc]
+
+    calls, deadlines = asyncio.run(main())
+    assert [rows for rows, _ in calls] == [[0.0], [1.0, 2.0, 3.0]]
+    merged = calls[1][1]
+    assert merged is not None and merged.at == deadlines[1].at and merged.kill_at == deadlines[1].kill_at
+
+
+def test_earliest_takes_the_answer_and_kill_times_apart() -> None:
+    client = Deadline(10.0, None, None)  # a client's deadline and no server limit
+    server = Deadline(30.0, 30.0, 20.0)
+    merged = earliest([None, server, client])
+    assert merged is not None and (merged.at, merged.kill_at, merged.timeout_s) == (10.0, 30.0, 20.0)
+    assert "client's deadline" in merged.error().message
+    assert earliest([None, None]) is None and earliest([server]) is server
+    assert "within 20 s (--request-timeout)" in server.error().message
+
+
+def test_queued_calls_wait_for_a_worker_to_come_back_until_their_deadline() -> None:
+    async def main() -> tuple[Any, Any, Any, Any, Any, list[Any]]:
+        worker = GatedWorker()
+        capacity = FakeCapacity()
+        batcher = Batcher(worker.send, max_size=64, max_wait_s=0.0, capacity=capacity)
+        busy = asyncio.ensure_future(batcher.submit(timed_call([1.0], 60)))
+        await asyncio.sleep(0.02)
+        patient = asyncio.ensure_future(batcher.submit(timed_call([2.0], 60)))
+        hasty = asyncio.ensure_future(batcher.submit(timed_call([3.0], 0.1)))
+        unbounded = asyncio.ensure_future(batcher.submit(call([5.0])))  # --request-timeout 0
+        await asyncio.sleep(0.02)
+        capacity.event.clear()  # the worker is being replaced
+        worker.gate.set()
+        await busy
+        refused = await asyncio.gather(batcher.submit(timed_call([4.0], 60)), return_exceptions=True)
+        late = await asyncio.gather(hasty, return_exceptions=True)
+        gone = await asyncio.gather(unbounded, return_exceptions=True)
+        await asyncio.sleep(0.05)
+        sent_while_down = list(worker.calls)
+        capacity.event.set()
+        done = await asyncio.wait_for(patient, 5)
+        await batcher.stop()
+        return refused[0], late[0], gone[0], done, sent_while_down, worker.calls
+
+    refused, late, gone, done, sent_while_down, calls = asyncio.run(main())
+    assert isinstance(refused, ModelNotReady)  # new work is refused while no worker can take it
+    assert isinstance(late, RequestTimeout)
+    assert isinstance(gone, ModelNotReady)  # no deadline to wait until: answered 503 at once
+    assert [rows for rows, _ in sent_while_down] == [[1.0]]
+    assert done.outputs[0][1].tolist() == [4.0]
+    assert [rows for rows, _ in calls] == [[1.0], [2.0]]
 
 
 @pytest.mark.slow

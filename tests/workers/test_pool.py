@@ -1,17 +1,28 @@
-"""Worker processes: crash → 503 at once and a restart; a worker under another interpreter."""
+"""Worker processes: crash → 503 at once and a restart; silent and overrunning workers replaced."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import sys
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
+from modelport.errors import RequestTimeout, WorkerCrashed
+from modelport.inference import Deadline
+from modelport.metrics import REGISTRY
+from modelport.workers.batching import PredictCall, frame
+from modelport.workers.pool import WorkerPool
 from tests.conftest import start_server
+from tests.workers.sleepy import save_sleepy_model
 
 pytestmark = pytest.mark.slow
 
@@ -112,3 +123,105 @@ def test_not_ready_while_loading_is_503(crasher_model: Path, tmp_path: Path) -> 
         assert seen_503, "the server should answer 503 while the model loads"
     finally:
         server.stop()
+
+
+# --- the pool in-process, with real worker processes --------------------------------
+
+
+@pytest.fixture(scope="module")
+def sleepy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_sleepy_model(tmp_path_factory.mktemp("sleepy"))
+
+
+def sleep_frame(seconds: float, tag: str) -> tuple[dict[str, Any], list[Any]]:
+    return frame(
+        PredictCall(
+            [("sleep", np.asarray([seconds], dtype=np.float64)), ("tag", np.asarray([tag], dtype=object))],
+            "frame",
+            None,
+            1,
+        )
+    )
+
+
+def make_pool(model: Path, name: str, ping_timeout: float = 10.0) -> WorkerPool:
+    async def prepare_load(hello: dict[str, Any]) -> str:
+        return str(model)
+
+    return WorkerPool(sys.executable, 1, prepare_load, ping_timeout=ping_timeout, model=name)
+
+
+def restarts(name: str, cause: str) -> float | None:
+    return REGISTRY.get_sample_value("modelport_worker_restarts_total", {"model": name, "cause": cause})
+
+
+def test_pings_find_a_silent_worker_and_it_is_replaced(sleepy_model: Path) -> None:
+    async def main() -> tuple[Any, float, bool, int, int]:
+        pool = make_pool(sleepy_model, "silent", ping_timeout=1.0)
+        await pool.start()
+        try:
+            old_pid = pool.workers[0].hello["pid"]
+            os.kill(old_pid, signal.SIGSTOP)
+            loop = asyncio.get_running_loop()
+            stopped = loop.time()
+            held = await asyncio.gather(pool.request(*sleep_frame(0, "held")), return_exceptions=True)
+            noticed = loop.time() - stopped
+            ready_after_kill = pool.ready
+            await asyncio.wait_for(pool.wait_ready(), 120)
+            reply, _ = await pool.request(*sleep_frame(0, "after"))
+            assert reply["ok"] and reply["predict_s"] >= 0
+            return held[0], noticed, ready_after_kill, old_pid, pool.workers[0].hello["pid"]
+        finally:
+            await pool.stop()
+
+    held, noticed, ready_after_kill, old_pid, new_pid = asyncio.run(main())
+    assert isinstance(held, WorkerCrashed)
+    assert "did not answer a ping for 1 s (--worker-ping-timeout)" in held.message
+    assert 1.0 <= noticed < 10  # the ping timeout plus an interval or two
+    assert not ready_after_kill  # not ready from the moment it is killed
+    assert new_pid != old_pid and not Path(f"/proc/{old_pid}").exists()
+    assert restarts("silent", "unresponsive") == 1
+
+
+def test_deadlines_answer_504_and_only_the_server_limit_kills_a_worker(sleepy_model: Path) -> None:
+    async def main() -> dict[str, Any]:
+        pool = make_pool(sleepy_model, "deadlines")
+        await pool.start()
+        loop = asyncio.get_running_loop()
+        seen: dict[str, Any] = {}
+        try:
+            worker = pool.workers[0]
+            pid = worker.hello["pid"]
+            # A client's deadline and no server limit: answered at the deadline, the worker finishes.
+            early = Deadline(loop.time() + 0.2, None, None)
+            seen["client"] = await asyncio.gather(
+                pool.request(*sleep_frame(1.0, "client"), early), return_exceptions=True
+            )
+            reply, _ = await pool.request(*sleep_frame(0, "next"))
+            seen["same_worker"] = reply["ok"] and worker.hello["pid"] == pid and pool.ready
+            # A client's deadline before the server's limit: answered early, killed at the limit.
+            now = loop.time()
+            held = asyncio.ensure_future(
+                pool.request(*sleep_frame(1000, "stuck"), Deadline(now + 0.2, now + 2, 2))
+            )
+            seen["stuck"] = await asyncio.gather(held, return_exceptions=True)
+            seen["ready_after_answer"] = pool.ready
+            while pool.ready and loop.time() - now < 30:
+                await asyncio.sleep(0.05)
+            seen["killed_after"] = loop.time() - now
+            seen["cause"] = worker.kill_cause
+            await asyncio.wait_for(pool.wait_ready(), 120)
+            seen["new_pid"] = worker.hello["pid"] != pid
+        finally:
+            await pool.stop()
+        return seen
+
+    seen = asyncio.run(main())
+    assert isinstance(seen["client"][0], RequestTimeout)
+    assert "client's deadline" in seen["client"][0].message
+    assert seen["same_worker"]
+    assert isinstance(seen["stuck"][0], RequestTimeout)
+    assert seen["ready_after_answer"]
+    assert 2 <= seen["killed_after"] < 10 and seen["cause"] == "timeout"
+    assert seen["new_pid"]
+    assert restarts("deadlines", "timeout") == 1

@@ -2,7 +2,8 @@
 
 Requests are read and answered in order by the main thread, with no thread hand-off on
 the hot path; pings come on a second socket that a small thread answers, so a long
-prediction never looks like a hung worker.
+prediction never looks like a hung worker. Replies carry the seconds predict (or load) took,
+for the server's metrics.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import platform
 import socket
 import sys
 import threading
+import time
 import traceback
 from typing import Any, Dict, List, Optional
 
@@ -93,9 +95,13 @@ def serve(fd: int, ping_fd: int) -> None:
             elif model is None:
                 raise WorkerError("model_not_ready", "the model is not loaded yet")
             elif op == "predict":
+                started = time.perf_counter()
                 reply, out = model.predict(header, buffers)
+                reply["predict_s"] = time.perf_counter() - started
             elif op == "invocations":
+                started = time.perf_counter()
                 reply, out = model.invocations(header, buffers)
+                reply["predict_s"] = time.perf_counter() - started
             else:
                 raise WorkerError("internal", f"unknown worker operation {op!r}")
             reply.update(id=rid, ok=True)
