@@ -194,13 +194,29 @@ def _typed_decoder(element: type, depth: int) -> msgspec.json.Decoder[Any]:
     return msgspec.json.Decoder(t)
 
 
+_ROWS = msgspec.json.Decoder(list[msgspec.Raw])
+# Large data is decoded a slice of rows at a time: one C call over a million rows holds the
+# GIL for ~0.3 s, which the event loop (waiting for the GIL) would feel as a stall.
+SLICE_ROWS = 1 << 16
+
+
+def _decode_typed(decoder: msgspec.json.Decoder[Any], raw: msgspec.Raw) -> Any:
+    if len(raw) <= OFF_LOOP_BYTES:
+        return decoder.decode(raw)
+    rows = _ROWS.decode(raw)
+    out: list[Any] = []
+    for i in range(0, len(rows), SLICE_ROWS):
+        out.extend(decoder.decode(b"[" + b",".join(rows[i : i + SLICE_ROWS]) + b"]"))
+    return out
+
+
 def _decode_data(datatype: str, shape: list[int], raw: msgspec.Raw) -> tuple[Any, int]:
     """JSON data as Python values, and how deep it was checked to be all of the datatype's
     element type (0: unchecked). Flat data and data nested as its shape are checked in C."""
     element = _ELEMENT_TYPE[datatype]
     for depth in (1, len(shape)) if len(shape) > 1 else (1,):
         try:
-            return _typed_decoder(element, depth).decode(raw), depth
+            return _decode_typed(_typed_decoder(element, depth), raw), depth
         except msgspec.ValidationError:
             pass
     try:
