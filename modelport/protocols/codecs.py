@@ -195,13 +195,14 @@ def _typed_decoder(element: type, depth: int) -> msgspec.json.Decoder[Any]:
 
 
 _ROWS = msgspec.json.Decoder(list[msgspec.Raw])
-# Large data is decoded a slice of rows at a time: one C call over a million rows holds the
-# GIL for ~0.3 s, which the event loop (waiting for the GIL) would feel as a stall.
+# Large data of objects (strings, rows) is decoded a slice of rows at a time: one C call over
+# a million rows holds the GIL for ~0.3 s, which the event loop (waiting for the GIL) would
+# feel as a stall. Flat numbers are not sliced: a Raw per number would cost more than the number.
 SLICE_ROWS = 1 << 16
 
 
-def _decode_typed(decoder: msgspec.json.Decoder[Any], raw: msgspec.Raw) -> Any:
-    if len(raw) <= OFF_LOOP_BYTES:
+def _decode_typed(decoder: msgspec.json.Decoder[Any], raw: msgspec.Raw, sliced: bool) -> Any:
+    if not sliced or len(raw) <= OFF_LOOP_BYTES:
         return decoder.decode(raw)
     rows = _ROWS.decode(raw)
     out: list[Any] = []
@@ -216,7 +217,8 @@ def _decode_data(datatype: str, shape: list[int], raw: msgspec.Raw) -> tuple[Any
     element = _ELEMENT_TYPE[datatype]
     for depth in (1, len(shape)) if len(shape) > 1 else (1,):
         try:
-            return _decode_typed(_typed_decoder(element, depth), raw), depth
+            sliced = datatype == "BYTES" or depth > 1
+            return _decode_typed(_typed_decoder(element, depth), raw, sliced), depth
         except msgspec.ValidationError:
             pass
     try:

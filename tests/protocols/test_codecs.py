@@ -339,3 +339,23 @@ def test_off_loop_runs_in_a_thread_and_gives_the_gc_back() -> None:
     with pytest.raises(InvalidInput):
         asyncio.run(codecs.off_loop(boom))
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["flat", "nested"])
+def test_large_bytes_data_decoded_in_slices_equals_one_decode(nested: bool) -> None:
+    n = 3 * codecs.SLICE_ROWS + 5  # several slices and a short last one; over OFF_LOOP_BYTES
+    words = [f'w{i}-é"x' for i in range(n)]
+    data = [[w] for w in words] if nested else words
+    raw = msgspec.Raw(msgspec.json.encode(data))
+    assert len(raw) > codecs.OFF_LOOP_BYTES
+    tensor = codecs.decode_json_tensor("t", "BYTES", [n, 1] if nested else [n], raw, {})
+    assert tensor.data.reshape(-1).tolist() == words
+
+
+def test_large_sliced_data_of_the_wrong_type_is_still_refused() -> None:
+    n = 2 * codecs.SLICE_ROWS
+    data = [[f"w{i:07d}"] for i in range(n)]
+    data[-1] = [7]  # in the last slice only
+    raw = msgspec.Raw(msgspec.json.encode(data))
+    with pytest.raises(InvalidInput, match="BYTES"):
+        codecs.decode_json_tensor("t", "BYTES", [n, 1], raw, {})
