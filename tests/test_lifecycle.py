@@ -78,14 +78,17 @@ def metric(server: Server, name: str, **labels: str) -> float:
     raise AssertionError(f"no {name}{{{want}}} in /metrics")
 
 
-def test_overrunning_predict_gets_504_and_its_worker_is_replaced(sleepy_model: Path, tmp_path: Path) -> None:
+def start_logged(model: Path, tmp_path: Path, *args: str) -> tuple[Server, Path]:
+    """One worker, a 2 s request timeout, and the file the sleepy model logs its calls to."""
     log = tmp_path / "calls.log"
     server = start_server(
-        sleepy_model,
-        *("--request-timeout", "2", "--workers", "1"),
-        tmp=tmp_path,
-        env={"SLEEPY_LOG": str(log)},
+        model, "--request-timeout", "2", "--workers", "1", *args, tmp=tmp_path, env={"SLEEPY_LOG": str(log)}
     )
+    return server, log
+
+
+def test_overrunning_predict_gets_504_and_its_worker_is_replaced(sleepy_model: Path, tmp_path: Path) -> None:
+    server, log = start_logged(sleepy_model, tmp_path)
     try:
         with ThreadPoolExecutor(2) as pool:
             started = time.monotonic()
@@ -144,13 +147,7 @@ def test_silent_worker_is_killed_and_replaced(sleepy_model: Path, tmp_path: Path
 
 
 def test_request_whose_deadline_passes_while_queued_is_never_run(sleepy_model: Path, tmp_path: Path) -> None:
-    log = tmp_path / "calls.log"
-    server = start_server(
-        sleepy_model,
-        *("--request-timeout", "2", "--workers", "1", "--batching", "on"),
-        tmp=tmp_path,
-        env={"SLEEPY_LOG": str(log)},
-    )
+    server, log = start_logged(sleepy_model, tmp_path, "--batching", "on")
     try:
         with ThreadPoolExecutor(2) as pool:
             stuck: Future[Answer] = pool.submit(infer, server, 1000, "stuck")

@@ -184,14 +184,7 @@ class WorkerProcess:
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
-                head_len, count = framing.split_prefix(await reader.readexactly(framing.PREFIX.size))
-                lengths = (
-                    framing.buffer_lengths(await reader.readexactly(framing.LENGTH.size * count), count)
-                    if count
-                    else []
-                )
-                header = framing.decode_header(await reader.readexactly(head_len))
-                buffers = [memoryview(await reader.readexactly(n)) for n in lengths]
+                header, buffers = await _read_frame(reader)
                 rid = header.get("id", -1)
                 fut = self.pending.pop(rid, None)
                 if fut is not None:
@@ -215,14 +208,7 @@ class WorkerProcess:
     async def _read_pings(self, reader: asyncio.StreamReader) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, OSError):
             while True:
-                head_len, count = framing.split_prefix(await reader.readexactly(framing.PREFIX.size))
-                if count:
-                    lengths = framing.buffer_lengths(
-                        await reader.readexactly(framing.LENGTH.size * count), count
-                    )
-                    await reader.readexactly(head_len + sum(lengths))
-                else:
-                    await reader.readexactly(head_len)
+                await _read_frame(reader)
                 self.ping_sent = None
 
     def _fail_pending(self) -> None:
@@ -286,3 +272,13 @@ def _describe_exit(code: int | None) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with code {code}"
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> Reply:
+    """One frame (header, buffers) from a worker's socket."""
+    head_len, count = framing.split_prefix(await reader.readexactly(framing.PREFIX.size))
+    lengths = (
+        framing.buffer_lengths(await reader.readexactly(framing.LENGTH.size * count), count) if count else []
+    )
+    header = framing.decode_header(await reader.readexactly(head_len))
+    return header, [memoryview(await reader.readexactly(n)) for n in lengths]
