@@ -1,12 +1,16 @@
-"""Request bodies for the iris model and the wrk runs that replay them.
+"""Request bodies for the iris model and the load generators that replay them.
 
-wrk keeps N connections busy (closed loop); a Lua script sets the POST body and prints exact figures.
+HTTP: wrk keeps N connections busy (closed loop); a Lua script sets the POST body and prints exact figures.
+gRPC: h2load (Debian `nghttp2-client`) replays one framed ModelInfer request (grpc_client.py builds it) on
+N concurrent HTTP/2 streams (closed loop); percentiles come from its per-request log.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -53,6 +57,10 @@ PROTOCOLS = {
     "mlflow": Protocol("mlflow", "/invocations", MLFLOW_BODY),
 }
 
+# Open Inference Protocol over gRPC, unary ModelInfer; its request is binary (grpc_client.py), not a body here.
+GRPC = "grpc"
+GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
+
 # Figures come back from wrk's done() hook as one JSON line: no parsing of its human-readable units.
 _LUA = """\
 wrk.method = "POST"
@@ -78,7 +86,13 @@ class LoadResult:
     p99_ms: float
     non_2xx: int
     socket_errors: int
+    # CPU seconds the load generator itself used during the run (wrk, or h2load for gRPC).
     wrk_cpu_s: float = 0.0
+    generator: str = "wrk"
+    # Server process tree's CPU seconds during the run (gRPC rows), to set the generator's share against.
+    server_cpu_s: float = 0.0
+    # gRPC: h2load's counts behind `errors` (completed, answers that carried a message, non-200s, ...).
+    detail: str = ""
 
     @property
     def rps(self) -> float:
@@ -144,3 +158,117 @@ def run_wrk(
                 wrk_cpu_s=cpu,
             )
     raise RuntimeError(f"wrk gave no result (exit {done.returncode}): {done.stderr.strip()[-300:]}")
+
+
+def find_h2load() -> str:
+    h2load = shutil.which("h2load")
+    if h2load is None:
+        raise SystemExit(
+            "serve_bench: h2load not found on PATH, needed for --protocols grpc "
+            "(Debian/Ubuntu: apt-get install nghttp2-client)"
+        )
+    return h2load
+
+
+def h2load_layout(streams: int, connections: int) -> tuple[int, int]:
+    """(connections, max concurrent streams per connection) for `streams` streams in flight in all."""
+    conns = max(1, min(connections, streams))
+    return conns, math.ceil(streams / conns)
+
+
+_H2_REQUESTS = re.compile(
+    r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, "
+    r"(\d+) timeout"
+)
+_H2_FINISHED = re.compile(r"finished in ([0-9.]+)(us|ms|s)")
+_H2_DATA = re.compile(r"\((\d+)\) data")
+
+
+def percentile(sorted_values: list[int], q: float) -> int:
+    """Nearest-rank percentile of an ascending list (q in 0..100)."""
+    if not sorted_values:
+        return 0
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def run_h2load(
+    h2load: str,
+    url: str,
+    request_file: Path,
+    streams: int,
+    connections: int,
+    seconds: float,
+    response_bytes: int,
+    log: Path,
+) -> LoadResult:
+    """Replay a framed gRPC request on `streams` concurrent streams for `seconds`; exact p50/p99 from the log.
+
+    h2load sees HTTP only: a gRPC error is a 200 whose status sits in the trailers, with no message. Every
+    good answer to this request has the same size (`response_bytes`, the 5-byte prefix included, measured by
+    grpc_client.py check), so the DATA bytes received count the answers that carried a message; the other
+    completed requests are errors.
+    """
+    conns, per_conn = h2load_layout(streams, connections)
+    argv = [
+        h2load,
+        f"-c{conns}",
+        f"-m{per_conn}",
+        "-t1",
+        f"-D{max(1, round(seconds))}",
+        "-d",
+        str(request_file),
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+        "--log-file",
+        str(log.with_suffix(".tsv")),
+        url,
+    ]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.with_suffix(".tsv").unlink(missing_ok=True)  # h2load appends to its --log-file
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    log.write_text(" ".join(argv) + "\n" + done.stdout + done.stderr)
+    counts = _H2_REQUESTS.search(done.stdout)
+    finished = _H2_FINISHED.search(done.stdout)
+    data = _H2_DATA.search(done.stdout)
+    if not (counts and finished and data):
+        raise RuntimeError(f"h2load gave no result (exit {done.returncode}): {done.stderr.strip()[-300:]}")
+    _total, _started, completed, _ok, failed, errored, timeout = (int(g) for g in counts.groups())
+    wall = float(finished.group(1)) / {"us": 1e6, "ms": 1e3, "s": 1.0}[finished.group(2)]
+    data_bytes = int(data.group(1))
+    durations: list[int] = []
+    non_200 = 0
+    tsv = log.with_suffix(".tsv")
+    for line in tsv.read_text().splitlines():
+        fields = line.split("\t")
+        if len(fields) < 3:
+            continue
+        if fields[1] != "200":
+            non_200 += 1
+        durations.append(int(fields[2]))
+    tsv.unlink()  # one line per request: a few MB per run; the summary stays in `log`
+    durations.sort()
+    with_message, odd = divmod(data_bytes, response_bytes) if response_bytes else (completed, 0)
+    no_message = max(0, completed - with_message)
+    detail = (
+        f"{completed} done, {with_message} with a message of {response_bytes} B"
+        f"{f' (+{odd} stray bytes)' if odd else ''}, {non_200} non-200, {failed} failed, {errored} errored, "
+        f"{timeout} timeouts (h2load)"
+    )
+    return LoadResult(
+        requests=completed,
+        seconds=wall,
+        p50_ms=percentile(durations, 50) / 1e3,
+        p99_ms=percentile(durations, 99) / 1e3,
+        # Each of these is a completed request without a message; max(), not a sum, so none counts twice.
+        non_2xx=max(no_message, non_200, failed),
+        socket_errors=0,
+        wrk_cpu_s=cpu,
+        generator="h2load",
+        detail=detail,
+    )

@@ -1,6 +1,7 @@
 """The three servers under test: the virtualenv each gets and the command line that starts it.
 
 Every virtualenv gets the model's own requirements.txt, so all three load it with identical libraries.
+A fourth, small virtualenv holds the gRPC client side (grpc_client.py): tritonclient[grpc] and uvloop.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ MLSERVER_PACKAGES = (
     # uvloop 0.22 breaks MLServer 1.7.1's inference worker; 0.21 is the last release it runs with.
     "uvloop<0.22",
 )
+# The gRPC client side (benchmarks/grpc_client.py): request built from tritonclient's `inference` protos,
+# checks through its InferenceServerClient; uvloop for its bare grpc.aio server (modelport's loop too).
+# Its own venv: the harness stays standard-library only.
+GRPC_CLIENT_PACKAGES = ("tritonclient[grpc]==2.73.0", "uvloop==0.23.0")
 
 
 @dataclass(frozen=True)
@@ -110,9 +115,14 @@ class Peer:
     name: str
     protocols: tuple[str, ...]
 
-    def process(self, venv: Venv, model: Path, port: int, work: Path, extra: list[str]) -> ServerProcess:
+    def process(
+        self, venv: Venv, model: Path, port: int, work: Path, extra: list[str], grpc_port: int | None = None
+    ) -> ServerProcess:
+        """`grpc_port`: where it serves gRPC; a free one when None (never modelport's default 8081)."""
         log = work / "logs" / f"{self.name}.log"
         env = server_env(venv)
+        if grpc_port is None:
+            grpc_port = free_ports(1, exclude={port})[0]
         if self.name in ("modelport", "modelport-granian"):
             # The same app, settings and workers; only the HTTP front differs (benchmarks/granian_front.py).
             launcher = ["-m", "modelport"] if self.name == "modelport" else [str(GRANIAN_FRONT)]
@@ -129,9 +139,11 @@ class Peer:
                 str(port),
                 "--workers",
                 "1",
+                "--grpc-port",
+                str(grpc_port),
                 *extra,
             ]
-            return ServerProcess(self.name, argv, env, work, port, "/v2/health/ready", log)
+            return ServerProcess(self.name, argv, env, work, port, "/v2/health/ready", log, grpc_port)
         if self.name == "mlflow":
             argv = [
                 str(venv.bin / "mlflow"),
@@ -151,25 +163,27 @@ class Peer:
             ]
             return ServerProcess(self.name, argv, env, work, port, "/ping", log)
         if self.name == "mlserver":
-            repo = _mlserver_repo(work / "mlserver-repo", model, port)
+            repo = _mlserver_repo(work / "mlserver-repo", model, port, grpc_port)
             argv = [str(venv.bin / "mlserver"), "start", str(repo), *extra]
             # The model's own ready endpoint: MLServer answers HTTP before the model has loaded.
-            return ServerProcess(self.name, argv, env, repo, port, f"/v2/models/{MODEL_NAME}/ready", log)
+            ready = f"/v2/models/{MODEL_NAME}/ready"
+            return ServerProcess(self.name, argv, env, repo, port, ready, log, grpc_port)
         raise ValueError(self.name)
 
 
 PEERS = {
-    "modelport": Peer("modelport", ("v2", "mlflow")),
+    "modelport": Peer("modelport", ("v2", "mlflow", "grpc")),
     # modelport behind granian instead of its own front, to compare the two (not run by default).
     "modelport-granian": Peer("modelport-granian", ("v2", "mlflow")),
     "mlflow": Peer("mlflow", ("mlflow",)),
     # mlserver-mlflow also mounts MLflow's /invocations on MLServer, so it is measured there too.
-    "mlserver": Peer("mlserver", ("v2", "mlflow")),
+    # Its gRPC port serves the same `inference.GRPCInferenceService` (dataplane.proto).
+    "mlserver": Peer("mlserver", ("v2", "mlflow", "grpc")),
 }
 
 
-def _mlserver_repo(repo: Path, model: Path, port: int) -> Path:
-    grpc_port, metrics_port = free_ports(2, exclude={port})
+def _mlserver_repo(repo: Path, model: Path, port: int, grpc_port: int) -> Path:
+    metrics_port = free_ports(1, exclude={port, grpc_port})[0]
     shutil.rmtree(repo, ignore_errors=True)
     (repo / MODEL_NAME).mkdir(parents=True)
     # Only ports, host and the worker count are set; every other setting keeps MLServer 1.7.1's default

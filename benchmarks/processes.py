@@ -115,6 +115,8 @@ class ServerProcess:
     port: int
     ready_path: str
     log_path: Path
+    # Its gRPC port (MLServer's, or modelport's --grpc-port), when it serves gRPC.
+    grpc_port: int | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     started_at: float = field(default=0.0, init=False)
 
@@ -157,6 +159,10 @@ class ServerProcess:
                     f"{self.name} not ready on {self.ready_path} after {timeout:.0f} s; see {self.log_path}"
                 )
             time.sleep(0.02)
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        return tree_cpu_seconds(self.proc.pid)
 
     def memory_mb(self) -> tuple[float, float]:
         assert self.proc is not None

@@ -1,13 +1,25 @@
 """Serve the bundled iris model with modelport, `mlflow models serve` and MLServer, load each with wrk.
 
 Prints one table (req/s, p50, p99, errors, cold start, RSS, ratios vs MLServer) and writes it as markdown.
+
+Needs wrk on PATH (Debian/Ubuntu: `apt-get install wrk`). `--protocols ...,grpc` adds gRPC rows (modelport's
+and MLServer's `inference.GRPCInferenceService/ModelInfer`, unary), loaded by h2load (`apt-get install
+nghttp2-client`) replaying one prepared request on 1 HTTP/2 connection × N concurrent streams; `nghttpd`
+(`apt-get install nghttp2-server`) is optional, for the generator's own ceiling printed under the table.
+The gRPC client side (request, checks) runs in `.bench/venv-grpc-client` (tritonclient[grpc]), built here.
+
+    python benchmarks/serve_bench.py --servers modelport,mlserver --protocols v2,mlflow,grpc
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import platform
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -18,9 +30,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import PROTOCOLS, LoadResult, find_wrk, run_wrk, write_lua, wrk_threads  # noqa: E402
+from loadgen import (  # noqa: E402
+    GRPC,
+    GRPC_PATH,
+    PROTOCOLS,
+    LoadResult,
+    find_h2load,
+    find_wrk,
+    h2load_layout,
+    run_h2load,
+    run_wrk,
+    write_lua,
+    wrk_threads,
+)
 from peers import (  # noqa: E402
     GRANIAN_PACKAGES,
+    GRPC_CLIENT_PACKAGES,
     MLSERVER_PACKAGES,
     PEERS,
     Peer,
@@ -28,11 +53,13 @@ from peers import (  # noqa: E402
     build_venv,
     installed_versions,
     reference_prediction,
+    server_env,
 )
-from processes import ServerFailedError, free_ports, http_request, install_cleanup  # noqa: E402
+from processes import ServerFailedError, ServerProcess, free_ports, http_request, install_cleanup  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "examples" / "iris"
+GRPC_CLIENT = Path(__file__).resolve().parent / "grpc_client.py"
 BASELINE = "mlserver"
 VERSIONS = (
     "modelport",
@@ -46,6 +73,9 @@ VERSIONS = (
     "granian",
     "uvloop",
     "fastapi",
+    "grpcio",
+    "protobuf",
+    "tritonclient",
 )
 
 
@@ -69,8 +99,27 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="comma list (default: modelport,mlflow,mlserver; add modelport-granian for modelport's app "
         "behind granian, benchmarks/granian_front.py)",
     )
-    p.add_argument("--protocols", default="v2,mlflow", help="comma list of v2,mlflow (default: both)")
-    p.add_argument("--connections", default="1,32", help="comma list of wrk connection counts")
+    p.add_argument(
+        "--protocols",
+        default="v2,mlflow",
+        help="comma list of v2,mlflow,grpc (default: v2,mlflow; grpc needs h2load)",
+    )
+    p.add_argument(
+        "--connections",
+        default="1,32",
+        help="comma list of wrk connection counts; for grpc, of concurrent streams",
+    )
+    p.add_argument(
+        "--grpc-connections",
+        type=int,
+        default=1,
+        help="HTTP/2 connections the gRPC streams are spread over (default 1: one channel, as gRPC clients do)",
+    )
+    p.add_argument(
+        "--no-ceiling",
+        action="store_true",
+        help="skip measuring h2load against nghttpd and a bare grpc.aio server (gRPC runs only)",
+    )
     p.add_argument("--duration", type=float, default=10.0, help="seconds of measured load per run")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of unrecorded load before each run")
     p.add_argument("--starts", type=int, default=3, help="launches per server; cold start is their median")
@@ -92,7 +141,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--rebuild", action="store_true", help="recreate the virtualenvs")
     args = p.parse_args(argv)
     args.servers = _names(args.servers, PEERS, "--servers")
-    args.protocols = _names(args.protocols, PROTOCOLS, "--protocols")
+    args.protocols = _names(args.protocols, {**PROTOCOLS, GRPC: None}, "--protocols")
     args.connections = [int(c) for c in args.connections.split(",") if c.strip()]
     args.starts = max(1, args.starts)
     return args
@@ -131,8 +180,50 @@ def build_venvs(args: argparse.Namespace) -> dict[str, Venv]:
     return venvs
 
 
+@dataclass(frozen=True)
+class GrpcTools:
+    """What the gRPC rows need: h2load, the client venv and the framed request it replays."""
+
+    h2load: str
+    client: Venv
+    request: Path
+    frame_bytes: int
+
+
+def grpc_client(client: Venv, *argv: str, timeout: float = 120.0) -> dict[str, object]:
+    """Run grpc_client.py in the client venv; its last stdout line is JSON."""
+    done = subprocess.run(
+        [str(client.python), str(GRPC_CLIENT), *argv],
+        capture_output=True,
+        text=True,
+        env=server_env(client),
+        cwd=client.path,
+        timeout=timeout,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"grpc_client.py {argv[0]} failed: {(done.stderr or done.stdout).strip()[-400:]}")
+    out: dict[str, object] = json.loads(lines[-1])
+    return out
+
+
+def grpc_setup(args: argparse.Namespace) -> GrpcTools | None:
+    if GRPC not in args.protocols:
+        return None
+    h2load = find_h2load()
+    client = build_venv(
+        args.work / "venv-grpc-client", args.python, list(GRPC_CLIENT_PACKAGES), rebuild=args.rebuild
+    )
+    request = args.work / "grpc" / "model_infer.bin"
+    request.parent.mkdir(parents=True, exist_ok=True)
+    sizes = grpc_client(client, "request", str(request))
+    print(f"  gRPC request: {sizes['frame_bytes']} B framed ModelInfer in {request}", flush=True)
+    return GrpcTools(h2load, client, request, int(str(sizes["frame_bytes"])))
+
+
 def measure(
-    peer: Peer, venv: Venv, args: argparse.Namespace, expected: list[object]
+    peer: Peer, venv: Venv, args: argparse.Namespace, expected: list[object], tools: GrpcTools | None = None
 ) -> tuple[list[Row], str]:
     """The rows of one server, and where its memory sat after the last run."""
     protocols = [p for p in args.protocols if p in peer.protocols]
@@ -148,7 +239,8 @@ def measure(
     (args.work / "logs" / f"{peer.name}.log").unlink(missing_ok=True)
     try:
         for i in range(args.starts):
-            server = peer.process(venv, MODEL, free_ports(1)[0], args.work, extra)
+            port, grpc_port = free_ports(2)
+            server = peer.process(venv, MODEL, port, args.work, extra, grpc_port)
             server.start()
             colds.append(server.wait_ready(args.ready_timeout))
             print(f"  {peer.name}: ready in {colds[-1]:.2f} s", flush=True)
@@ -159,30 +251,24 @@ def measure(
         wrk = find_wrk()
         for row in rows:
             row.cold_s = cold
-            protocol = PROTOCOLS[row.protocol]
-            status, body = http_request(server.port, "POST", protocol.path, protocol.body.encode())
-            if status != 200:
-                row.note = f"check failed: HTTP {status}: {body[:160].decode(errors='replace')}"
+            if row.protocol == GRPC:
+                assert tools is not None
+                measure_grpc(row, peer, server, args, expected, tools)
+            else:
+                measure_http(row, peer, server, args, expected, wrk)
+            if row.result is None:
                 continue
-            try:
-                got = protocol.predictions(body)
-            except (ValueError, KeyError, IndexError, TypeError):
-                row.note = f"check failed: unreadable response {body[:160].decode(errors='replace')}"
-                continue
-            if got != expected:
-                row.note = f"wrong prediction {got}, mlflow says {expected}"
-            url = f"http://127.0.0.1:{server.port}{protocol.path}"
-            lua = write_lua(protocol, args.work / "lua")
-            threads = wrk_threads(row.connections, args.wrk_threads)
-            if args.warmup > 0:
-                run_wrk(wrk, url, lua, row.connections, threads, args.warmup)
-            log = args.work / "logs" / f"wrk-{peer.name}-{row.protocol}-c{row.connections}.txt"
-            row.result = run_wrk(wrk, url, lua, row.connections, threads, args.duration, log)
             row.rss_mb, row.pss_mb = server.memory_mb()
             r = row.result
             print(
                 f"  {peer.name} {row.protocol} c={row.connections}: {r.rps:.0f} req/s, p50 {r.p50_ms:.2f} ms, "
-                f"p99 {r.p99_ms:.2f} ms, {r.errors} errors, RSS {row.rss_mb:.0f} MB",
+                f"p99 {r.p99_ms:.2f} ms, {r.errors} errors, RSS {row.rss_mb:.0f} MB"
+                + (
+                    f"; {r.generator} CPU {r.wrk_cpu_s / r.seconds:.0%} of a core, server "
+                    f"{r.server_cpu_s / r.seconds:.0%}; {r.detail}"
+                    if r.generator == "h2load" and r.seconds
+                    else ""
+                ),
                 flush=True,
             )
         breakdown = " + ".join(f"`{cmd}` {mb:.0f}" for cmd, mb in server.memory_by_process())
@@ -195,6 +281,119 @@ def measure(
         if server is not None:
             server.stop()
     return rows, breakdown
+
+
+def measure_http(
+    row: Row, peer: Peer, server: ServerProcess, args: argparse.Namespace, expected: list[object], wrk: str
+) -> None:
+    protocol = PROTOCOLS[row.protocol]
+    status, body = http_request(server.port, "POST", protocol.path, protocol.body.encode())
+    if status != 200:
+        row.note = f"check failed: HTTP {status}: {body[:160].decode(errors='replace')}"
+        return
+    try:
+        got = protocol.predictions(body)
+    except (ValueError, KeyError, IndexError, TypeError):
+        row.note = f"check failed: unreadable response {body[:160].decode(errors='replace')}"
+        return
+    if got != expected:
+        row.note = f"wrong prediction {got}, mlflow says {expected}"
+    url = f"http://127.0.0.1:{server.port}{protocol.path}"
+    lua = write_lua(protocol, args.work / "lua")
+    threads = wrk_threads(row.connections, args.wrk_threads)
+    if args.warmup > 0:
+        run_wrk(wrk, url, lua, row.connections, threads, args.warmup)
+    log = args.work / "logs" / f"wrk-{peer.name}-{row.protocol}-c{row.connections}.txt"
+    row.result = run_wrk(wrk, url, lua, row.connections, threads, args.duration, log)
+
+
+def _grpc_problem(check: Mapping[str, object], expected: list[object]) -> str:
+    """What is wrong with one check's answers ('' when both clients got mlflow's prediction)."""
+    problems = []
+    for client in ("tritonclient", "replay"):
+        if f"{client}_error" in check:
+            problems.append(f"{client}: {check[f'{client}_error']}")
+        elif check.get(client) != expected:
+            problems.append(f"{client}: wrong prediction {check.get(client)}, mlflow says {expected}")
+    return "; ".join(problems)
+
+
+def grpc_status_counts(server: ServerProcess) -> dict[str, float]:
+    """modelport's own count of gRPC answers by status (`modelport_requests_total{protocol="grpc"}`)."""
+    try:
+        status, body = http_request(server.port, "GET", "/metrics")
+    except OSError:
+        return {}
+    if status != 200:
+        return {}
+    counts: dict[str, float] = {}
+    for line in body.decode(errors="replace").splitlines():
+        if not line.startswith("modelport_requests_total{") or 'protocol="grpc"' not in line:
+            continue
+        labels, _, value = line.rpartition("} ")
+        code = next(
+            (f.split("=", 1)[1].strip('"') for f in labels.split(",") if f.startswith("status=")), "?"
+        )
+        counts[code] = counts.get(code, 0.0) + float(value)
+    return counts
+
+
+def measure_grpc(
+    row: Row,
+    peer: Peer,
+    server: ServerProcess,
+    args: argparse.Namespace,
+    expected: list[object],
+    tools: GrpcTools,
+) -> None:
+    """Check with real gRPC clients, load with h2load, count errors on both sides, check again."""
+    port = server.grpc_port
+    if port is None:
+        row.note = "no gRPC port"
+        return
+    check = grpc_client(tools.client, "check", str(port), str(tools.request))
+    problem = _grpc_problem(check, expected)
+    if "response_frame_bytes" not in check:
+        row.note = f"check failed: {problem}"
+        return
+    row.note = problem
+    response_bytes = int(str(check["response_frame_bytes"]))
+    url = f"http://127.0.0.1:{port}{GRPC_PATH}"
+    logs = args.work / "logs"
+    name = f"h2load-{peer.name}-grpc-s{row.connections}"
+    conns = args.grpc_connections
+    if args.warmup > 0:
+        warm = logs / f"{name}-warmup.txt"
+        run_h2load(
+            tools.h2load, url, tools.request, row.connections, conns, args.warmup, response_bytes, warm
+        )
+    counted = grpc_status_counts(server)
+    cpu0 = server.cpu_seconds()
+    result = run_h2load(
+        tools.h2load,
+        url,
+        tools.request,
+        row.connections,
+        conns,
+        args.duration,
+        response_bytes,
+        logs / f"{name}.txt",
+    )
+    row.result = dataclasses.replace(result, server_cpu_s=server.cpu_seconds() - cpu0)
+    after = grpc_status_counts(server)
+    notes = [row.note] if row.note else []
+    if after:
+        delta = {k: after.get(k, 0.0) - counted.get(k, 0.0) for k in after}
+        bad = {k: v for k, v in delta.items() if v and k.upper() not in ("OK", "0", "200")}
+        # h2load resets the streams still in flight when its time is up: at most one CANCELLED each.
+        if 0 < bad.get("CANCELLED", 0) <= row.connections:
+            del bad["CANCELLED"]
+        if bad:
+            notes.append("server counted " + ", ".join(f"{v:.0f} × {k}" for k, v in sorted(bad.items())))
+    again = _grpc_problem(grpc_client(tools.client, "check", str(port), str(tools.request)), expected)
+    if again:
+        notes.append(f"after the run: {again}")
+    row.note = "; ".join(notes)
 
 
 def _ratio(value: float | None, base: float | None) -> str:
@@ -277,12 +476,18 @@ def targets(rows: list[Row]) -> list[str]:
         lines.append(
             f"V2 at {high} connections: p99 {mp.p99_ms:.2f} ms (target ≤ 10 ms): {mark(mp.p99_ms <= 10)}"
         )
-    for protocol in ("v2", "mlflow"):
+    mp, ms = find("modelport", GRPC, high), find(BASELINE, GRPC, high)
+    if mp and ms:
+        x = mp.rps / ms.rps if ms.rps else 0.0
+        lines.append(
+            f"gRPC at {high} concurrent streams: {x:.1f}× MLServer's gRPC req/s (target ≥ 10×): {mark(x >= 10)}"
+        )
+    for protocol in ("v2", "mlflow", GRPC):
         one = find("modelport", protocol, 1)
         if one:
+            unit = "stream" if protocol == GRPC else "connection"
             lines.append(
-                f"{protocol} at 1 connection: p50 {one.p50_ms:.3f} ms (target ≤ 0.5 ms): "
-                f"{mark(one.p50_ms <= 0.5)}"
+                f"{protocol} at 1 {unit}: p50 {one.p50_ms:.3f} ms (target ≤ 0.5 ms): {mark(one.p50_ms <= 0.5)}"
             )
     for label, attr, pick in (("cold start", "cold_s", min), ("RSS", "rss_mb", max)):
         own = [getattr(r, attr) for r in rows if r.server == "modelport" and getattr(r, attr)]
@@ -317,8 +522,90 @@ def render_text(head: list[str], body: list[list[str]]) -> str:
     return "\n".join(fmt.format(*line).rstrip() for line in [head, *body])
 
 
+def generator_ceiling(args: argparse.Namespace, tools: GrpcTools) -> list[str]:
+    """h2load, same flags as the gRPC rows, against servers that cost next to nothing per call.
+
+    nghttpd (C, a static reply of a ModelInfer answer's size) shows what h2load itself can drive on this
+    machine; the bare grpc.aio server (grpc_client.py bare: canned reply, no model) what grpcio under Python
+    can answer at all — the roof over any grpc.aio server, modelport's included.
+    """
+    lines: list[str] = []
+    seconds = min(args.duration, 5.0)
+    folder = args.work / "grpc"
+    servers: list[tuple[str, str, list[str], Path]] = []
+    nghttpd = shutil.which("nghttpd")
+    if nghttpd:
+        docroot = folder / "docroot"
+        reply = docroot / GRPC_PATH.lstrip("/")
+        reply.parent.mkdir(parents=True, exist_ok=True)
+        reply.write_bytes(bytes(90))
+        argv = [nghttpd, "--no-tls", "-d", str(docroot)]
+        servers.append(("nghttpd", "nghttpd (static 90 B reply)", argv, docroot))
+    else:
+        lines.append("nghttpd not found (apt-get install nghttp2-server): h2load's own ceiling not measured")
+    bare = [str(tools.client.python), str(GRPC_CLIENT), "bare"]
+    label = "bare grpc.aio ModelInfer (uvloop, canned reply, no model)"
+    servers.append(("bare", label, bare, tools.client.path))
+    for key, label, argv, cwd in servers:
+        port = free_ports(1)[0]
+        log = args.work / "logs" / f"ceiling-{key}.log"
+        log.unlink(missing_ok=True)
+        server = ServerProcess(label, [*argv, str(port)], server_env(tools.client), cwd, port, "", log)
+        server.start()
+        try:
+            if not wait_port(port, 20.0):
+                lines.append(f"{label}: did not listen on {port}; see {log}")
+                continue
+            size = 90 if key == "nghttpd" else bare_reply_size(log)
+            url = f"http://127.0.0.1:{port}{GRPC_PATH}"
+            warm = args.work / "logs" / f"h2load-ceiling-{key}-warmup.txt"
+            run_h2load(tools.h2load, url, tools.request, 1, 1, 1.0, size, warm)
+            figures = []
+            for streams in args.connections:
+                out = args.work / "logs" / f"h2load-ceiling-{key}-s{streams}.txt"
+                r = run_h2load(
+                    tools.h2load, url, tools.request, streams, args.grpc_connections, seconds, size, out
+                )
+                figures.append(
+                    f"{streams} stream(s) {r.rps:,.0f} req/s, p50 {r.p50_ms:.3f} ms, {r.errors} errors, "
+                    f"h2load CPU {r.wrk_cpu_s / r.seconds:.0%} of a core"
+                )
+            lines.append(f"{label}: " + "; ".join(figures))
+        finally:
+            server.stop()
+    return lines
+
+
+def bare_reply_size(log: Path, timeout: float = 10.0) -> int:
+    """The framed reply size the bare server prints once it listens (a JSON line in its log)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in reversed(log.read_text().splitlines()):
+            if line.startswith("{"):
+                return int(json.loads(line)["response_frame_bytes"])
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the bare gRPC server printed no reply size; see {log}")
+        time.sleep(0.05)
+
+
+def wait_port(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 def render_markdown(
-    head: list[str], body: list[list[str]], goals: list[str], meta: list[str], fronts: Sequence[str] = ()
+    head: list[str],
+    body: list[list[str]],
+    goals: list[str],
+    meta: list[str],
+    fronts: Sequence[str] = (),
+    ceiling: Sequence[str] = (),
 ) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
@@ -330,6 +617,13 @@ def render_markdown(
             "HTTP front: modelport's app behind granian vs its own front:",
             "",
             *[f"- {f}" for f in fronts],
+            "",
+        ]
+    if ceiling:
+        out += [
+            "gRPC load generator ceiling (h2load, same flags, against near-free servers):",
+            "",
+            *[f"- {c}" for c in ceiling],
             "",
         ]
     return "\n".join([*out, *meta, ""])
@@ -352,13 +646,19 @@ def metadata(
     )
     wrk = subprocess.run([find_wrk(), "-v"], capture_output=True, text=True).stdout.splitlines()
     wrk_share = max(
-        (r.result.wrk_cpu_s / r.result.seconds for r in rows if r.result and r.result.seconds), default=0.0
+        (
+            r.result.wrk_cpu_s / r.result.seconds
+            for r in rows
+            if r.result and r.result.seconds and r.result.generator == "wrk"
+        ),
+        default=0.0,
     )
     lines = [
         f"Command: `python benchmarks/serve_bench.py {' '.join(argv)}`",
         "",
         f"- Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
-        f"{time.strftime('%Y-%m-%d %H:%M %Z')}",
+        f"{time.strftime('%Y-%m-%d %H:%M %Z')}, load average {args.load_before} before the run, "
+        f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())} after (1/5/15 min)",
         f"- Load: {wrk[0].split(' Copyright')[0] if wrk else 'wrk'}, {args.duration:g} s per run after "
         f"{args.warmup:g} s of warm-up, threads = min(connections, {args.wrk_threads}), same host and cores "
         f"as the servers (wrk took at most {wrk_share:.0%} of one core in any run); one POST body repeated, "
@@ -367,8 +667,38 @@ def metadata(
         f"mlflow `/ping`, MLServer `/v2/models/iris/ready`), median of {args.starts} launch(es).",
         "- RSS / PSS: summed over the server's whole process tree after each run (PSS splits shared pages).",
         "- Errors: non-2xx responses plus socket errors (connect, read, write, 2 s timeouts).",
-        "- One model worker each: modelport `--workers 1`, mlflow `-w 1`, MLServer `parallel_workers: 1`.",
     ]
+    grpc_rows = [r.result for r in rows if r.result and r.result.generator == "h2load" and r.result.seconds]
+    if grpc_rows:
+        h2load = subprocess.run([find_h2load(), "--version"], capture_output=True, text=True).stdout.strip()
+        layouts = ", ".join(
+            f"{n} = {c} connection(s) × {m} stream(s)"
+            for n in args.connections
+            for c, m in [h2load_layout(n, args.grpc_connections)]
+        )
+        share = max(r.wrk_cpu_s / r.seconds for r in grpc_rows)
+        vs = (
+            max(r.wrk_cpu_s / r.server_cpu_s for r in grpc_rows if r.server_cpu_s)
+            if any(r.server_cpu_s for r in grpc_rows)
+            else 0.0
+        )
+        lines += [
+            f"- gRPC load: {h2load or 'h2load'}, unary `{GRPC_PATH}` replayed from one prepared request "
+            "(four FP64 inputs of shape [1], typed `fp64_contents`), `content-type: application/grpc`, "
+            f"`te: trailers`, h2c, closed loop, 1 thread; concurrency {layouts}; p50/p99 exact from h2load's "
+            f"per-request log. h2load took at most {share:.0%} of one core in any run, at most "
+            f"{vs:.0%} of the CPU the server took.",
+            "- gRPC checks: before and after each run, one tritonclient.grpc infer (raw contents) and one "
+            "grpcio replay of the exact bytes h2load sends must both give mlflow's prediction.",
+            "- gRPC errors: h2load sees HTTP only (a gRPC error is a 200 whose status is in the trailers, "
+            "with no message), so errors = completed requests whose answer carried no message (received DATA "
+            "bytes ÷ the size of a good answer) or a non-200; modelport's own `modelport_requests_total"
+            '{protocol="grpc"}` by status is checked too, and any non-OK count lands in the note (except up '
+            "to one CANCELLED per stream: h2load resets the streams in flight when its time is up).",
+        ]
+    lines.append(
+        "- One model worker each: modelport `--workers 1`, mlflow `-w 1`, MLServer `parallel_workers: 1`."
+    )
     if "modelport-granian" in args.servers:
         lines.append(
             "- modelport-granian: `benchmarks/granian_front.py serve` (same flags), modelport's ASGI app and "
@@ -387,10 +717,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     args.work = args.work.absolute()
+    # Other work on the machine moves every figure; its load is printed with them.
+    args.load_before = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     install_cleanup()
     find_wrk()
+    if GRPC in args.protocols:
+        find_h2load()
     print("virtualenvs:", flush=True)
     venvs = build_venvs(args)
+    tools = grpc_setup(args)
     ref_venv = next(venvs[n] for n in ("mlflow", "mlserver", "modelport") if n in venvs)
     expected = reference_prediction(ref_venv, MODEL)
     print(f"mlflow.pyfunc predicts {expected} for the benchmark row", flush=True)
@@ -398,18 +733,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     memory: dict[str, str] = {}
     for name in args.servers:
         print(f"{name}:", flush=True)
-        server_rows, memory[name] = measure(PEERS[name], venvs[name], args, expected)
+        server_rows, memory[name] = measure(PEERS[name], venvs[name], args, expected, tools)
         rows += server_rows
+    ceiling: list[str] = []
+    if tools is not None and not args.no_ceiling:
+        print("gRPC load generator ceiling:", flush=True)
+        ceiling = generator_ceiling(args, tools)
     head, body = table(rows)
     goals = targets(rows)
     fronts = front_comparison(rows)
     print()
     print(render_text(head, body))
-    for line in [*goals, *fronts]:
+    for line in [*goals, *fronts, *ceiling]:
         print(line)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = metadata(args, venvs, argv, rows, memory)
-    args.out.write_text(render_markdown(head, body, goals, meta, fronts))
+    client = {"grpc-client": tools.client} if tools is not None else {}
+    meta = metadata(args, {**venvs, **client}, argv, rows, memory)
+    args.out.write_text(render_markdown(head, body, goals, meta, fronts, ceiling))
     print(f"\nwritten to {args.out}")
     return 0
 

@@ -1,17 +1,18 @@
-"""The protocol-neutral core that the HTTP (and later gRPC) adapters call."""
+"""The protocol-neutral core that the HTTP and gRPC adapters call: neutral requests in,
+neutral responses out, errors of ``modelport.errors``; no status codes of any protocol.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from modelport import __version__
 from modelport.errors import InvalidInput, ModelNotFound
-from modelport.inference import InferenceRequest, InferenceResponse, RawResponse
+from modelport.inference import InferenceRequest, InferenceResponse, ScoreResult
+from modelport.limits import OFF_LOOP_BYTES, off_loop
 from modelport.mlmodel.signature import to_v2_metadata
 from modelport.model import ServedModel
-from modelport.workers.batching import PredictResult
+from modelport.scoring import JSON, PLAIN_JSON, predictions_json, read_table, v1_scoring_body
 
 EXTENSIONS = ["binary_tensor_data"]
 
@@ -52,34 +53,47 @@ class DataPlane:
             raise ModelNotFound("/invocations needs exactly one served model")
         return next(iter(self.models.values()))
 
-    async def invocations(
-        self,
-        body: bytes,
-        content_type: str | None,
-        name: str | None = None,
-        deadline: float | None = None,
-    ) -> RawResponse:
-        """MLflow scoring, answered by the model environment's own mlflow.
+    def runtime(self, name: str | None = None) -> dict[str, Any]:
+        """What the model's workers run on: "python", "mlflow", "numpy" versions and load times.
 
-        ``deadline`` is the client's, on the event loop's clock; --request-timeout applies anyway.
+        ``name`` None: the only model (MLflow scoring serves exactly one).
         """
         model = self.get(name) if name is not None else self.only_model()
-        return await model.invocations(body, content_type, deadline)
+        return model.pool.load_info
 
-    def table_columns(self) -> list[str] | None:
-        """Column names when /invocations tables can take the fast path (all-numeric signature)."""
-        return self.only_model().numeric_columns
+    async def score(
+        self, name: str | None, body: bytes, content_type: str | None, deadline: float | None = None
+    ) -> ScoreResult:
+        """MLflow scoring (``POST /invocations``) of ``body``, as the model's own MLflow answers it.
 
-    async def predict_table(
-        self, arrays: list[tuple[str, np.ndarray]], deadline: float | None = None
-    ) -> PredictResult | None:
-        """Predict a table of columns; None when it does not fit the signature (MLflow should say why)."""
-        model = self.only_model()
-        try:
-            call = model.table_call(arrays, None)
-        except InvalidInput:
-            return None
-        return await model.predict(call, deadline)
+        ``name`` None: the only model. A numeric table for an all-numeric signature is predicted
+        here (batched, as V2 is); any other body, or any doubt, is MLflow's in the worker, whose
+        refusals are raised as errors carrying MLflow's error code. ``deadline``: the client's,
+        on the event loop's clock; --request-timeout applies anyway.
+        """
+        model = self.get(name) if name is not None else self.only_model()
+        names = model.numeric_columns if content_type in PLAIN_JSON else None
+        big = len(body) > OFF_LOOP_BYTES
+        if big:
+            arrays = await off_loop(read_table, body, content_type, names)
+        else:
+            arrays = read_table(body, content_type, names)
+        if arrays is not None:
+            try:
+                call = model.table_call(arrays, None)
+            except InvalidInput:
+                call = None  # it does not fit the signature: MLflow should say why
+            if call is not None:
+                result = await model.predict(call, deadline)
+                out = await off_loop(predictions_json, result) if big else predictions_json(result)
+                return ScoreResult(JSON, out)
+        return await model.score_with_mlflow(body, content_type, deadline)
 
-    def mlflow_version(self) -> str | None:
-        return self.only_model().pool.load_info.get("mlflow")
+    async def predict_v1(self, name: str, body: bytes, deadline: float | None = None) -> bytes:
+        """KServe V1 predict: the ``{"predictions": ...}`` body for a V1 request body."""
+        model = self.get(name)
+        if len(body) > OFF_LOOP_BYTES:
+            scoring_body = await off_loop(v1_scoring_body, body, model.spec)
+        else:
+            scoring_body = v1_scoring_body(body, model.spec)
+        return (await model.score_with_mlflow(scoring_body, JSON, deadline)).body

@@ -7,7 +7,8 @@ below the edge knows about status codes.
     ├── InvalidInput            bad request body, wrong datatype/shape, missing column
     │   ├── PayloadTooLarge     body over the configured limit
     │   └── UnsupportedMediaType  a Content-Type the endpoint does not read
-    ├── ModelNotFound           no model of that name/version
+    ├── ModelNotFound           no model of that name/version, no endpoint at that path
+    ├── MethodNotAllowed        an endpoint that exists, called with the wrong method
     ├── ModelNotReady           model loading, worker restarting
     ├── WorkerCrashed           the worker died with the request in flight
     ├── RequestTimeout          the request overran its deadline
@@ -17,6 +18,10 @@ below the edge knows about status codes.
     ├── StorageError            a model URI could not be fetched
     │   └── UnsafePath          a key or archive member would land outside DEST
     └── EnvironmentError_       an environment could not be built or used
+
+``details`` carry what an edge may need beyond code and message; errors of MLflow's own
+scoring code (from the worker) carry ``mlflow_error_code`` (MLflow's ``error_code`` name),
+or ``mlflow_mimetype`` when MLflow answered with a plain body (the message) of that type.
 """
 
 from __future__ import annotations
@@ -50,6 +55,10 @@ class UnsupportedMediaType(InvalidInput):
 
 class ModelNotFound(ModelportError):
     code = "model_not_found"
+
+
+class MethodNotAllowed(ModelportError):
+    code = "method_not_allowed"
 
 
 class ModelNotReady(ModelportError):
@@ -93,6 +102,7 @@ HTTP_STATUS: dict[str, int] = {
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "model_not_found": 404,
+    "method_not_allowed": 405,
     "model_not_ready": 503,
     "worker_crashed": 503,
     "timeout": 504,
@@ -105,28 +115,31 @@ HTTP_STATUS: dict[str, int] = {
     "internal": 500,
 }
 
-# grpc.StatusCode names; looked up by name so this module needs no grpc import.
+# grpc.StatusCode names; looked up by name so this module needs no grpc import. Only the codes
+# the Open Inference Protocol's servers answer with: a broken model folder or environment is
+# the server's fault (INTERNAL), not a precondition the client could fix.
 GRPC_STATUS: dict[str, str] = {
     "invalid_input": "INVALID_ARGUMENT",
     "payload_too_large": "RESOURCE_EXHAUSTED",
     "unsupported_media_type": "INVALID_ARGUMENT",
     "model_not_found": "NOT_FOUND",
+    "method_not_allowed": "UNIMPLEMENTED",
     "model_not_ready": "UNAVAILABLE",
     "worker_crashed": "UNAVAILABLE",
     "timeout": "DEADLINE_EXCEEDED",
     "model_load_error": "INTERNAL",
-    "layout_error": "FAILED_PRECONDITION",
+    "layout_error": "INTERNAL",
     "prediction_error": "INTERNAL",
     "storage_error": "UNAVAILABLE",
     "unsafe_path": "INVALID_ARGUMENT",
-    "environment_error": "FAILED_PRECONDITION",
+    "environment_error": "INTERNAL",
     "internal": "INTERNAL",
 }
 
 
-def from_code(code: str, message: str) -> ModelportError:
+def from_code(code: str, message: str, **details: Any) -> ModelportError:
     """Rebuild an error sent as plain data (e.g. by a worker process)."""
-    return _BY_CODE.get(code, ModelportError)(message)
+    return _BY_CODE.get(code, ModelportError)(message, **details)
 
 
 def _all_subclasses(cls: type[ModelportError]) -> list[type[ModelportError]]:

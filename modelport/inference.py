@@ -62,17 +62,21 @@ class InferenceResponse:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class RawResponse:
-    """A response already shaped by the model's environment (MLflow scoring)."""
+class ScoreResult:
+    """An MLflow scoring answer (a prediction): its content type and body, as MLflow shapes them."""
 
-    status: int
-    content_type: str
-    body: bytes
+    __slots__ = ("body", "content_type")
+
+    def __init__(self, content_type: str, body: bytes) -> None:
+        self.content_type = content_type
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"ScoreResult({self.content_type!r}, {self.body[:60]!r})"
 
 
 class Deadline:
-    """When a request is answered 504 (``at``) and when a worker still holding it is replaced
+    """When a request is answered with a timeout (``at``) and when a worker still holding it is replaced
     (``kill_at``), both on the event loop's clock.
 
     ``kill_at`` is the server's own limit (``--request-timeout``). A client's shorter deadline

@@ -16,13 +16,14 @@ from modelport.inference import (
     Deadline,
     InferenceRequest,
     InferenceResponse,
-    RawResponse,
+    ScoreResult,
     Tensor,
     datatype_of,
 )
 from modelport.mlmodel.signature import OUTPUT_PREFIX, field_names
 from modelport.mlmodel.types import FieldSpec, ModelSpec
 from modelport.workers.batching import Batcher, PredictCall, PredictResult
+from modelport.workers.ipc import decode_score, encode_score
 from modelport.workers.pool import WorkerPool
 
 # Flavors whose predict treats each row on its own, so rows of several requests can share a call.
@@ -111,20 +112,22 @@ class ServedModel:
             parameters=params,
         )
 
-    async def invocations(
+    async def score_with_mlflow(
         self, body: bytes, content_type: str | None, deadline: float | None = None
-    ) -> RawResponse:
+    ) -> ScoreResult:
+        """MLflow scoring by the worker's own mlflow; its refusals come back as errors that
+        carry MLflow's error code (see ``modelport.errors``)."""
         if not content_type:
             raise UnsupportedMediaType(
                 "missing Content-Type: send application/json or text/csv (MLflow scoring protocol)"
             )
-        header = {"op": "invocations", "content_type": content_type}
+        header, buffers = encode_score(body, content_type)
         self.in_flight += 1
         try:
-            reply, buffers = await self.pool.request(header, [body], self.deadline(deadline))
+            reply, out = await self.pool.request(header, buffers, self.deadline(deadline))
         finally:
             self.in_flight -= 1
-        return RawResponse(reply["status"], reply["mimetype"], bytes(buffers[0]) if buffers else b"")
+        return decode_score(reply, out)
 
     # --- requests -----------------------------------------------------------------
 

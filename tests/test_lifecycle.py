@@ -176,6 +176,7 @@ def test_v1_and_mlflow_scoring_have_the_same_deadline(sleepy_model: Path, tmp_pa
         resp = httpx.post(f"{server.base}/invocations", json=scoring, timeout=60)
         assert resp.status_code == 504, resp.text
         assert "within 1 s (--request-timeout)" in resp.json()["message"]
+        assert resp.json()["error_code"] == "DEADLINE_EXCEEDED"  # what MLflow itself answers 504 with
         assert time.monotonic() - started < 15
         wait_for(lambda: ready_status(server) == 200, 120, "readiness should be 200 again", server)
         resp = httpx.post(

@@ -29,7 +29,3 @@ class HttpResponse:
 
 
 Handler = Callable[["DataPlane", HttpRequest, dict[str, Any]], Awaitable[HttpResponse]]
-
-
-class MethodNotAllowed(Exception):
-    """A route matched by path but not by method."""

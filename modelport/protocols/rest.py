@@ -19,6 +19,7 @@ from modelport.dataplane import DataPlane
 from modelport.errors import (
     HTTP_STATUS,
     InvalidInput,
+    MethodNotAllowed,
     ModelNotFound,
     ModelNotReady,
     ModelportError,
@@ -26,7 +27,7 @@ from modelport.errors import (
     UnsupportedMediaType,
 )
 from modelport.protocols import scoring, v1, v2
-from modelport.protocols.messages import Handler, HttpRequest, HttpResponse, MethodNotAllowed
+from modelport.protocols.messages import Handler, HttpRequest, HttpResponse
 
 log = logging.getLogger("modelport.http")
 
@@ -79,7 +80,7 @@ def allowed_methods(path: str) -> str:
     for method in ("GET", "POST"):
         try:
             route(method, path)
-        except (MethodNotAllowed, ModelportError):
+        except ModelportError:
             continue
         allowed.append(method)
     if "GET" in allowed:
@@ -88,12 +89,15 @@ def allowed_methods(path: str) -> str:
 
 
 def error_response(path: str, exc: ModelportError) -> HttpResponse:
-    status = HTTP_STATUS.get(exc.code, 500)
-    if path == "/invocations":
-        body = {"error_code": scoring.MLFLOW_CODES.get(status, "INTERNAL_ERROR"), "message": exc.message}
-    else:
-        body = {"error": exc.message}
-    return HttpResponse(status, v2.encode_json(body), headers=dict(_CLOSE) if status in _CLOSE_AFTER else {})
+    """The one place an error becomes an HTTP response: the status from ``HTTP_STATUS`` (or
+    MLflow's own, for an error of MLflow's scoring code), MLflow's shapes on /invocations."""
+    status = scoring.mlflow_status(exc) or HTTP_STATUS.get(exc.code, 500)
+    headers = dict(_CLOSE) if status in _CLOSE_AFTER else {}
+    if isinstance(exc, MethodNotAllowed):
+        headers["allow"] = allowed_methods(path)
+    elif path == "/invocations":
+        return scoring.error_response(status, exc, headers)
+    return HttpResponse(status, v2.encode_json({"error": exc.message}), headers=headers)
 
 
 class ClientGone(Exception):
@@ -118,10 +122,6 @@ class App:
             return await handler(self.dataplane, HttpRequest(method, path, headers, body), params)
         except ModelportError as exc:
             return error_response(path, exc)
-        except MethodNotAllowed as exc:
-            return HttpResponse(
-                405, v2.encode_json({"error": str(exc)}), headers={"allow": allowed_methods(path)}
-            )
         except Exception:
             log.exception("unexpected error on %s %s", method, path)
             return HttpResponse(500, v2.encode_json({"error": "internal server error; see the server log"}))

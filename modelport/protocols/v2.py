@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from modelport.errors import InvalidInput, ModelNotFound
+from modelport.errors import InvalidInput, MethodNotAllowed, ModelNotFound
 from modelport.inference import InferenceRequest, InferenceResponse
 from modelport.protocols.codecs import (
     OFF_LOOP_BYTES,
@@ -24,7 +24,7 @@ from modelport.protocols.codecs import (
     off_loop,
     output_nbytes,
 )
-from modelport.protocols.messages import Handler, HttpRequest, HttpResponse, MethodNotAllowed
+from modelport.protocols.messages import Handler, HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
     from modelport.dataplane import DataPlane

@@ -4,7 +4,7 @@ Requests queue while the workers are busy; a free dispatcher takes every compati
 request queued (up to ``max_size`` rows), so batches grow with load and a lone
 request waits for nothing. Outputs are split back by row counts. A batch whose
 outputs cannot be split, or that one bad request spoils, is re-run request by request.
-A queued request whose deadline passes is answered 504 and never sent to a worker; a
+A queued request whose deadline passes gets RequestTimeout and is never sent to a worker; a
 merged call's deadline is the earliest of its members'.
 """
 
@@ -21,9 +21,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from modelport import metrics
-from modelport._runtime.modelport_worker.tensors import pack_array, unpack_array
 from modelport.errors import InvalidInput, ModelNotReady, ModelportError
 from modelport.inference import Deadline, earliest
+from modelport.workers.ipc import PredictResult, decode_predict, encode_predict
 
 log = logging.getLogger("modelport.batching")
 
@@ -31,18 +31,7 @@ log = logging.getLogger("modelport.batching")
 Send = Callable[[dict[str, Any], list[Any], Deadline | None], Awaitable[tuple[dict[str, Any], list[Any]]]]
 
 
-@dataclass
-class PredictResult:
-    """What the model returned: its kind ("ndarray", "dataframe", ...) and named arrays."""
-
-    kind: str
-    outputs: list[tuple[str, np.ndarray]]
-    json: Any = None
-
-
-def decode_result(reply: dict[str, Any], buffers: list[Any]) -> PredictResult:
-    outputs = [(d["name"], unpack_array(d, buffers)) for d in reply.get("outputs") or []]
-    return PredictResult(kind=reply.get("kind", "ndarray"), outputs=outputs, json=reply.get("json"))
+decode_result = decode_predict
 
 
 @dataclass
@@ -71,10 +60,7 @@ class PredictCall:
 
 
 def frame(call: PredictCall) -> tuple[dict[str, Any], list[Any]]:
-    buffers: list[Any] = []
-    inputs = [pack_array(name, arr, buffers) for name, arr in call.arrays]
-    header = {"op": "predict", "inputs": inputs, "layout": call.layout, "params": call.params}
-    return header, buffers
+    return encode_predict(call.arrays, call.layout, call.params)
 
 
 class Capacity(Protocol):
@@ -108,20 +94,36 @@ class Batcher:
         self.enabled = True
         self._loop = asyncio.get_running_loop()
         # One timer for the whole queue, due at the earliest deadline of a queued call: it
-        # answers the calls whose deadline passed (504) without a timer per call.
+        # answers the calls whose deadline passed (RequestTimeout) without a timer per call.
         self._reaper: asyncio.TimerHandle | None = None
         self._reaper_at = math.inf
         self._queue_seconds = metrics.QUEUE_SECONDS.labels(model)
         self._batch_wait_seconds = metrics.BATCH_WAIT_SECONDS.labels(model)
         self._batch_size = metrics.BATCH_SIZE.labels(model)
+        # Batches that may be in a worker at once: one per dispatcher, whoever sends it.
+        self._free = max(1, dispatchers)
         self._tasks = [asyncio.create_task(self._dispatch()) for _ in range(max(1, dispatchers))]
 
     async def submit(self, call: PredictCall) -> PredictResult:
         if not self.enabled or not call.batchable or call.rows >= self.max_size:
             self._batch_size.observe(1)
-            return decode_result(*await self.send(*frame(call), call.deadline))
+            return decode_result(
+                *await self.send(*encode_predict(call.arrays, call.layout, call.params), call.deadline)
+            )
         if self.capacity is not None and not self.capacity.ready:
             raise ModelNotReady("the model is not ready: its workers are starting or restarting")
+        if self._free and not self.queue:
+            # Nothing waits and a slot is free: a batch of one, sent from here without the
+            # hand-off to a dispatcher task (two event-loop iterations fewer per request).
+            self._free -= 1
+            try:
+                self._queue_seconds.observe(0.0)
+                self._batch_size.observe(1)
+                return decode_result(*await self.send(*frame(call), call.deadline))
+            finally:
+                self._free += 1
+                if self.queue:
+                    self.wakeup.set()
         loop = self._loop
         call.future = loop.create_future()
         call.queued_at = loop.time()
@@ -159,34 +161,45 @@ class Batcher:
             self._arm_reaper(next_at)
 
     async def _dispatch(self) -> None:
-        capacity = self.capacity
         while True:
-            while not self.queue:
+            while not self.queue or not self._free:
                 self.wakeup.clear()
                 await self.wakeup.wait()
-            if capacity is not None and not capacity.ready:
-                # The calls wait in the queue for a worker to come back; the reaper answers
-                # those whose deadline passes meanwhile. Calls without one cannot wait unbounded.
-                for c in self.queue:
-                    if c.deadline is None:
-                        _resolve(c, exc=ModelNotReady("the model's workers are restarting; retry"))
-                await capacity.wait_ready()
-                continue
-            batch = self._take()
-            if not batch:
-                continue
-            if len(batch) > 1 and self.max_wait_s > 0 and sum(c.rows for c in batch) < self.max_size:
-                # Under load already: give a few more requests the chance to join.
-                slept = self._loop.time()
-                await asyncio.sleep(self.max_wait_s)
-                self._batch_wait_seconds.observe(self._loop.time() - slept)
-                batch += self._take(key=batch[0].key, room=self.max_size - sum(c.rows for c in batch))
+            self._free -= 1
             try:
-                await self._run(batch)
-            except Exception as exc:  # never let one batch stop the dispatcher and strand the queue
-                log.exception("batch of %d requests failed", len(batch))
-                for c in batch:
-                    _resolve(c, exc=exc)
+                await self._dispatch_one()
+            except Exception:  # never let one batch stop the dispatcher and strand the queue
+                log.exception("the batch dispatcher failed")
+            finally:
+                self._free += 1
+                if self.queue:
+                    self.wakeup.set()
+
+    async def _dispatch_one(self) -> None:
+        capacity = self.capacity
+        if capacity is not None and not capacity.ready:
+            # The calls wait in the queue for a worker to come back; the reaper answers
+            # those whose deadline passes meanwhile. Calls without one cannot wait unbounded.
+            for c in self.queue:
+                if c.deadline is None:
+                    _resolve(c, exc=ModelNotReady("the model's workers are restarting; retry"))
+            await capacity.wait_ready()
+            return
+        batch = self._take()
+        if not batch:
+            return
+        if len(batch) > 1 and self.max_wait_s > 0 and sum(c.rows for c in batch) < self.max_size:
+            # Under load already: give a few more requests the chance to join.
+            slept = self._loop.time()
+            await asyncio.sleep(self.max_wait_s)
+            self._batch_wait_seconds.observe(self._loop.time() - slept)
+            batch += self._take(key=batch[0].key, room=self.max_size - sum(c.rows for c in batch))
+        try:
+            await self._run(batch)
+        except Exception as exc:
+            log.exception("batch of %d requests failed", len(batch))
+            for c in batch:
+                _resolve(c, exc=exc)
 
     def _take(self, key: tuple[Any, ...] | None = None, room: int | None = None) -> list[PredictCall]:
         room = self.max_size if room is None else room
@@ -225,7 +238,9 @@ class Batcher:
         )
         self._batch_size.observe(len(batch))
         try:
-            reply = await self.send(*frame(merged), merged.deadline)
+            reply = await self.send(
+                *encode_predict(merged.arrays, merged.layout, merged.params), merged.deadline
+            )
             parts = split_result(decode_result(*reply), [c.rows for c in batch])
         except InvalidInput:
             parts = None  # one request may have spoiled the batch: answer each alone
@@ -245,7 +260,8 @@ class Batcher:
             return
         self._batch_size.observe(1)
         try:
-            _resolve(call, result=decode_result(*await self.send(*frame(call), call.deadline)))
+            frame_ = encode_predict(call.arrays, call.layout, call.params)
+            _resolve(call, result=decode_result(*await self.send(*frame_, call.deadline)))
         except ModelportError as exc:
             _resolve(call, exc=exc)
 

@@ -1,7 +1,7 @@
 """A pool of worker processes for one model: load, dispatch, ping, restart.
 
 A worker that dies is restarted and reloads the model; requests it held fail at once
-with ``WorkerCrashed`` (503). A worker that holds a request past its deadline, or leaves a
+with ``WorkerCrashed``. A worker that holds a request past its deadline, or leaves a
 ping unanswered longer than the ping timeout, is killed at once, then restarted.
 """
 
@@ -16,7 +16,8 @@ from typing import Any
 from modelport import metrics
 from modelport.errors import ModelLoadError, ModelNotReady, ModelportError
 from modelport.inference import Deadline
-from modelport.workers.process import Reply, WorkerProcess
+from modelport.workers.ipc import Reply, load_request
+from modelport.workers.process import WorkerProcess
 
 log = logging.getLogger("modelport.workers")
 
@@ -88,9 +89,7 @@ class WorkerPool:
             await worker.stop()
             raise
         try:
-            reply, _ = await asyncio.wait_for(
-                worker.request({"op": "load", "path": path, "warm_up": True}), self.load_timeout
-            )
+            reply, _ = await asyncio.wait_for(worker.request(load_request(path)), self.load_timeout)
         except asyncio.TimeoutError as exc:
             worker.kill()
             raise ModelLoadError(f"loading the model took longer than {self.load_timeout:.0f} s") from exc

@@ -18,9 +18,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from modelport._runtime.modelport_worker import framing
-from modelport.errors import ModelNotReady, WorkerCrashed, from_code
+from modelport.errors import ModelNotReady, WorkerCrashed
 from modelport.inference import Deadline
+from modelport.workers import ipc
+from modelport.workers.ipc import Reply
 
 log = logging.getLogger("modelport.workers")
 
@@ -28,8 +29,6 @@ RUNTIME_DIR = Path(__file__).resolve().parent.parent / "_runtime"
 BOOTSTRAP = (
     "import sys; sys.path.insert(0, sys.argv[1]); from modelport_worker.main import main; main(sys.argv[2:])"
 )
-
-Reply = tuple[dict[str, Any], list[memoryview]]
 
 
 class WorkerProcess:
@@ -47,7 +46,7 @@ class WorkerProcess:
         self.on_ready_change = on_ready_change
         self._ready = False
         self._ids = itertools.count(1)
-        # Requests answered 504 at a client's deadline that the worker still runs: the timer
+        # Requests answered with a timeout at a client's deadline that the worker still runs: the timer
         # that replaces it if it still runs them at the server's limit.
         self._abandoned: dict[int, asyncio.TimerHandle] = {}
         self._writer: asyncio.StreamWriter | None = None
@@ -131,7 +130,7 @@ class WorkerProcess:
         self.pending[rid] = fut
         timer = None if deadline is None else loop.call_at(deadline.at, self._overrun, rid, deadline)
         try:
-            writer.writelines(framing.encode(header, buffers))
+            writer.writelines(ipc.encode(header, buffers))
             if writer.transport.get_write_buffer_size() > 1 << 20:
                 await writer.drain()
             reply, out = await fut
@@ -139,7 +138,7 @@ class WorkerProcess:
             if timer is not None:
                 timer.cancel()
         if not reply.get("ok"):
-            raise from_code(reply.get("code", "internal"), reply.get("message", "worker error"))
+            raise ipc.error_of(reply)
         return reply, out
 
     def _overrun(self, rid: int, deadline: Deadline) -> None:
@@ -179,12 +178,12 @@ class WorkerProcess:
         if writer is None or not self.alive:
             return
         self.ping_sent = now
-        writer.writelines(framing.encode({"op": "ping", "id": 0}))
+        writer.writelines(ipc.encode(ipc.ping_request()))
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
-                header, buffers = await _read_frame(reader)
+                header, buffers = await ipc.read_frame(reader)
                 rid = header.get("id", -1)
                 fut = self.pending.pop(rid, None)
                 if fut is not None:
@@ -208,7 +207,7 @@ class WorkerProcess:
     async def _read_pings(self, reader: asyncio.StreamReader) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, OSError):
             while True:
-                await _read_frame(reader)
+                await ipc.read_frame(reader)
                 self.ping_sent = None
 
     def _fail_pending(self) -> None:
@@ -272,13 +271,3 @@ def _describe_exit(code: int | None) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with code {code}"
-
-
-async def _read_frame(reader: asyncio.StreamReader) -> Reply:
-    """One frame (header, buffers) from a worker's socket."""
-    head_len, count = framing.split_prefix(await reader.readexactly(framing.PREFIX.size))
-    lengths = (
-        framing.buffer_lengths(await reader.readexactly(framing.LENGTH.size * count), count) if count else []
-    )
-    header = framing.decode_header(await reader.readexactly(head_len))
-    return header, [memoryview(await reader.readexactly(n)) for n in lengths]

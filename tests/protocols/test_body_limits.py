@@ -15,9 +15,10 @@ import msgspec
 import numpy as np
 import pytest
 
+from modelport import scoring
 from modelport.errors import InvalidInput
 from modelport.mlmodel import read_model_spec
-from modelport.protocols import codecs, scoring, v1, v2
+from modelport.protocols import codecs, v2
 
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 DEEP = 100_000
@@ -180,21 +181,21 @@ IRIS_SPEC = read_model_spec(Path(__file__).resolve().parents[2] / "examples" / "
 )
 def test_v1_deep_nesting_is_invalid_input(body: bytes) -> None:
     with pytest.raises(InvalidInput, match="nested .* levels deep"):
-        v1.to_scoring_body(body, IRIS_SPEC)
+        scoring.v1_scoring_body(body, IRIS_SPEC)
 
 
 def test_v1_scoring_body() -> None:
     rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
-    out = msgspec.json.decode(v1.to_scoring_body(encode({"instances": rows}), IRIS_SPEC))
+    out = msgspec.json.decode(scoring.v1_scoring_body(encode({"instances": rows}), IRIS_SPEC))
     assert out == {"dataframe_split": {"columns": COLUMNS, "data": rows}}
     records = encode({"instances": [dict(zip(COLUMNS, r)) for r in rows]})
-    assert v1.to_scoring_body(records, IRIS_SPEC) == records  # MLflow reads records itself
+    assert scoring.v1_scoring_body(records, IRIS_SPEC) == records  # MLflow reads records itself
     ragged = encode({"instances": [rows[0], rows[1][:3]]})
-    assert v1.to_scoring_body(ragged, IRIS_SPEC) == ragged
+    assert scoring.v1_scoring_body(ragged, IRIS_SPEC) == ragged
     with pytest.raises(InvalidInput, match="not valid JSON"):
-        v1.to_scoring_body(b"[1,", IRIS_SPEC)
+        scoring.v1_scoring_body(b"[1,", IRIS_SPEC)
     with pytest.raises(InvalidInput, match='"instances" or "inputs"'):
-        v1.to_scoring_body(b'{"rows": []}', IRIS_SPEC)
+        scoring.v1_scoring_body(b'{"rows": []}', IRIS_SPEC)
 
 
 # --- MLflow scoring (/invocations) -----------------------------------------------------------
@@ -207,14 +208,14 @@ def test_v1_scoring_body() -> None:
 def test_invocations_deep_json_is_refused_before_the_worker(content_type: str) -> None:
     for body in (b"[" * DEEP, b'{"dataframe_split":' + b"[" * 500 + b"]" * 500 + b"}"):
         with pytest.raises(InvalidInput, match="nested .* levels deep"):
-            scoring.read_body(body, content_type, None)  # no fast path: the body would go to MLflow
+            scoring.read_table(body, content_type, None)  # no fast path: the body would go to MLflow
         with pytest.raises(InvalidInput, match="nested"):
-            scoring.read_body(body, content_type, COLUMNS)
+            scoring.read_table(body, content_type, COLUMNS)
 
 
 def test_invocations_csv_is_not_read_as_json() -> None:
     csv = ("a\n" + "[" * 1000 + "\n").encode()
-    assert scoring.read_body(csv, "text/csv", None) is None
+    assert scoring.read_table(csv, "text/csv", None) is None
 
 
 def test_numeric_table_does_not_recurse_whatever_it_is_given() -> None:

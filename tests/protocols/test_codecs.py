@@ -1,14 +1,9 @@
-"""V2 tensor codecs: every datatype, JSON and binary, BYTES, content types; the limits
-bodies are held to (JSON depth, decoded size, zero-width shapes); the off-loop helper."""
+"""V2 tensor codecs: every datatype, JSON and binary, BYTES, content types, zero-width shapes.
+The limits bodies are held to (JSON depth, decoded size, off-loop) are in tests/test_limits.py."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import gc
-import json
-import random
-import threading
 
 import msgspec
 import numpy as np
@@ -245,100 +240,18 @@ def test_decoded_nbytes_counts_bytes_elements_and_itemsizes() -> None:
         codecs.decoded_nbytes("x", "FP99", [1])
 
 
-def test_decoded_size_limit_is_k_times_the_body_with_a_floor() -> None:
-    k, floor = codecs.DECODED_PER_BODY_BYTE, codecs.DECODED_FLOOR
-    codecs.check_decoded_size(floor, 10)
-    codecs.check_decoded_size(k * 10 * floor, 10 * floor)
-    with pytest.raises(InvalidInput, match="shapes and data disagree"):
-        codecs.check_decoded_size(floor + 1, 10)
-    with pytest.raises(InvalidInput, match="more than its body"):
-        codecs.check_decoded_size(k * 10 * floor + 1, 10 * floor)
-
-
 def test_binary_bytes_with_too_few_bytes_for_its_shape_is_refused_before_unpacking() -> None:
     with pytest.raises(InvalidInput, match="too few for the 1000 elements"):
         codecs.decode_binary_tensor("s", "BYTES", [1000], memoryview(b"\x00" * 8), {})
 
 
-# --- JSON depth ------------------------------------------------------------------------------
-
-
-def _depth(value: object) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
-
-
-def test_json_depth_equals_the_parsed_depth_whatever_the_strings_hold() -> None:
-    rng = random.Random(7)
-    tricky = ["[", "]]]", "{", '"', '\\"[', "\\", "\\\\", '\\\\"', "a[b]c", "", "\\u005b"]
-
-    def gen(level: int) -> object:
-        roll = rng.random()
-        if level > 7 or roll < 0.3:
-            return rng.choice([*tricky, 1, 2.5, None, True])
-        if roll < 0.65:
-            return [gen(level + 1) for _ in range(rng.randint(0, 3))]
-        return {rng.choice(tricky): gen(level + 1) for _ in range(rng.randint(0, 3))}
-
-    for _ in range(2000):
-        value = gen(0)
-        text = json.dumps(value).encode()
-        assert codecs.json_depth(text) == _depth(value), text
-
-
-def test_json_depth_across_scan_chunks() -> None:
-    # A string that opens in one chunk and closes in the next hides its brackets.
-    pad = "x" * (codecs._SCAN_CHUNK - 3)
-    value = [pad + "[[[[", [[1]], "]]]]"]
-    assert codecs.json_depth(json.dumps(value).encode()) == 3
-    deep = "[" * 300_000 + "]" * 300_000
-    assert codecs.json_depth(deep.encode()) == 300_000
-
-
-def test_check_json_depth() -> None:
-    codecs.check_json_depth(b'{"a": "' + b"[" * 10_000 + b'"}')  # brackets in a string
-    codecs.check_json_depth(memoryview(b"[" * codecs.MAX_JSON_DEPTH + b"]" * codecs.MAX_JSON_DEPTH))
-    too_deep = b"[" * (codecs.MAX_JSON_DEPTH + 1) + b"]" * (codecs.MAX_JSON_DEPTH + 1)
-    with pytest.raises(InvalidInput, match=f"nested {codecs.MAX_JSON_DEPTH + 1} levels deep"):
-        codecs.check_json_depth(too_deep)
-    with pytest.raises(InvalidInput, match="nested 100000 levels deep"):
-        codecs.check_json_depth(b"[" * 100_000)  # unterminated: what a parser would recurse into
-
-
-# --- outputs and threads ---------------------------------------------------------------------
+# --- outputs and slices ---------------------------------------------------------------------
 
 
 def test_encode_json_data_strings_bytes_and_others() -> None:
     assert codecs.encode_json_data(np.array(["a", "b"], dtype=object)) == ["a", "b"]
     assert codecs.encode_json_data(np.array(["a", b"b", None, 3], dtype=object)) == ["a", "b", None, 3]
     assert codecs.encode_json_data(np.array([], dtype=object)) == []
-
-
-def test_off_loop_runs_in_a_thread_and_gives_the_gc_back() -> None:
-    main = threading.get_ident()
-    seen: list[tuple[int, bool]] = []
-
-    def work(x: int) -> int:
-        seen.append((threading.get_ident(), gc.isenabled()))
-        return x * 2
-
-    async def run() -> list[int]:
-        return list(await asyncio.gather(*(codecs.off_loop(work, i) for i in range(4))))
-
-    assert gc.isenabled()
-    assert asyncio.run(run()) == [0, 2, 4, 6]
-    assert all(ident != main and not enabled for ident, enabled in seen)
-    assert gc.isenabled()
-
-    def boom() -> None:
-        raise InvalidInput("bad")
-
-    with pytest.raises(InvalidInput):
-        asyncio.run(codecs.off_loop(boom))
-    assert gc.isenabled()
 
 
 @pytest.mark.parametrize("nested", [False, True], ids=["flat", "nested"])

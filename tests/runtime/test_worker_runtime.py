@@ -76,3 +76,14 @@ def test_frames_round_trip_tensors_of_every_kind() -> None:
         assert got.shape == want.shape and got.tolist() == want.tolist()
         if want.dtype.kind != "O":
             assert got.dtype == want.dtype and got.flags.writeable
+
+
+def test_mlflow_statuses_become_modelport_codes_not_statuses() -> None:
+    from modelport._runtime.modelport_worker.model import WorkerError, _code_of_status
+
+    assert _code_of_status(415) == "unsupported_media_type"
+    assert [_code_of_status(s) for s in (400, 404, 429)] == ["invalid_input"] * 3
+    assert [_code_of_status(s) for s in (500, 501, 503)] == ["prediction_error"] * 3
+    assert WorkerError("invalid_input", "m").details == {}
+    err = WorkerError("invalid_input", "m", {"mlflow_error_code": "BAD_REQUEST"})
+    assert err.details == {"mlflow_error_code": "BAD_REQUEST"}

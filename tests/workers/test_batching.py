@@ -278,3 +278,43 @@ def test_concurrent_http_requests_each_get_their_own_answer(iris_server, iris_mo
         answers = list(pool.map(one, frames))
     for frame, got in zip(frames, answers):
         assert got == np.asarray(model.predict(frame)).tolist()
+
+
+class CountingWorker(FakeWorker):
+    """Also records how many model calls were in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.most = 0
+
+    async def send(
+        self, header: dict[str, Any], buffers: list[Any], deadline: Any = None
+    ) -> tuple[dict[str, Any], list[Any]]:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            return await super().send(header, buffers, deadline)
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.mark.parametrize("dispatchers", [1, 2])
+def test_a_lone_call_skips_the_queue_and_slots_bound_the_calls_in_flight(dispatchers: int) -> None:
+    async def main() -> tuple[CountingWorker, list[Any], int]:
+        worker = CountingWorker()
+        batcher = Batcher(worker.send, max_size=64, max_wait_s=0.0, dispatchers=dispatchers)
+        lone = asyncio.create_task(batcher.submit(call([1.0])))
+        await asyncio.sleep(0)  # the lone call is in the worker before any dispatcher ran
+        queued_while_lone = len(batcher.queue)
+        started = worker.in_flight
+        await lone
+        results = await _run(batcher, [call([float(i)]) for i in range(20)])
+        await batcher.stop()
+        return worker, results, queued_while_lone + 10 * (started - 1)
+
+    worker, results, queued = asyncio.run(main())
+    assert queued == 0  # sent at once, not through the queue
+    assert [r.outputs[0][1].tolist() for r in results] == [[2.0 * i] for i in range(20)]
+    assert worker.most <= dispatchers  # the inline path takes a dispatcher's slot
+    assert len(worker.calls) < 21  # and concurrent calls still merge

@@ -107,6 +107,8 @@ def serve(fd: int, ping_fd: int) -> None:
             reply.update(id=rid, ok=True)
         except WorkerError as exc:
             reply, out = {"id": rid, "ok": False, "code": exc.code, "message": exc.message}, []
+            if exc.details:
+                reply["details"] = exc.details
         except Exception as exc:  # never let one request kill the worker
             traceback.print_exc()
             message = f"{type(exc).__name__}: {exc}"

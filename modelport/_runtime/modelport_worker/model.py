@@ -21,12 +21,13 @@ INPUT_ERRORS = (ValueError, TypeError, KeyError, IndexError)
 
 
 class WorkerError(Exception):
-    """An error to send back as plain data: a modelport error code and a message."""
+    """An error to send back as plain data: a modelport error code, a message and details."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, details: Optional[Dict[str, Any]] = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details = details or {}
 
 
 class LoadedModel:
@@ -81,7 +82,11 @@ class LoadedModel:
         return _encode_result(result)
 
     def invocations(self, header: Dict[str, Any], buffers: List[Any]) -> Reply:
-        """MLflow's own /invocations handling, from this environment's mlflow."""
+        """MLflow's own /invocations handling, from this environment's mlflow.
+
+        Its answers other than a prediction come back as errors, in plain data: MLflow's
+        ``error_code`` for a MlflowException, the body and its type for a plain answer.
+        """
         from mlflow.exceptions import MlflowException
         from mlflow.pyfunc import scoring_server
 
@@ -89,12 +94,14 @@ class LoadedModel:
         try:
             resp = scoring_server.invocations(body, header["content_type"], self.model, self.input_schema)
         except MlflowException as exc:
-            status = exc.get_http_status_code()
-            payload = {"error_code": exc.error_code, "message": exc.message}
-            return {"status": status, "mimetype": "application/json"}, [json.dumps(payload).encode()]
+            code = _code_of_status(exc.get_http_status_code())
+            raise WorkerError(code, exc.message, {"mlflow_error_code": exc.error_code}) from exc
         except Exception as exc:
             raise _classify(exc) from exc
-        return {"status": resp.status, "mimetype": resp.mimetype}, [resp.response.encode()]
+        if resp.status != 200:
+            code = _code_of_status(resp.status)
+            raise WorkerError(code, resp.response, {"mlflow_mimetype": resp.mimetype})
+        return {"mimetype": resp.mimetype}, [resp.response.encode()]
 
     def _call(self, data: Any, params: Optional[Dict[str, Any]]) -> Any:
         if params and self.accepts_params:
@@ -180,13 +187,18 @@ def _classify(exc: Exception) -> WorkerError:
     except ImportError:  # pragma: no cover
         MlflowException = ()  # type: ignore[assignment,misc]  # noqa: N806
     if isinstance(exc, MlflowException):
-        status = exc.get_http_status_code()
-        code = "invalid_input" if 400 <= status < 500 else "prediction_error"
-        return WorkerError(code, exc.message)
+        return WorkerError(_code_of_status(exc.get_http_status_code()), exc.message)
     if isinstance(exc, INPUT_ERRORS):
         return WorkerError("invalid_input", f"the model rejected the input: {_describe(exc)}")
     traceback.print_exc()
     return WorkerError("prediction_error", f"the model failed: {_describe(exc)}")
+
+
+def _code_of_status(status: int) -> str:
+    """The modelport error code for an HTTP status MLflow chose."""
+    if status == 415:
+        return "unsupported_media_type"
+    return "invalid_input" if 400 <= status < 500 else "prediction_error"
 
 
 def _describe(exc: BaseException) -> str:
