@@ -1,6 +1,6 @@
 """Pick or build the Python environment a model's workers run under.
 
-`resolve_interpreter(model_dir, settings)` applies the --env policy (auto, local, uv, tarball, path).
+`resolve_interpreter(model_dir, settings)` applies the --env policy (auto, local, uv, conda, tarball, path).
 """
 
 from __future__ import annotations

@@ -6,9 +6,11 @@ uv's own output is streamed to a progress callback and kept, so a failure shows 
 from __future__ import annotations
 
 import collections
-import ctypes
+import contextlib
+import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -47,6 +49,45 @@ def uv_binary() -> str:
     raise EnvironmentError_("uv is not installed: `pip install uv` (it builds the model environments)")
 
 
+def tool_settings(env: EnvSettings, cache_dir: Path) -> EnvSettings:
+    """`env` with uv's variables decided: its cache beside ours (same filesystem, so installs are
+    hard links), the link mode said explicitly, Python downloads and offline mode as configured."""
+    environ = dict(env.process_environ)
+    uv_cache = Path(environ.get("UV_CACHE_DIR") or cache_dir / "uv")
+    environ["UV_CACHE_DIR"] = str(uv_cache)
+    if not environ.get("UV_LINK_MODE"):
+        environ["UV_LINK_MODE"] = link_mode(uv_cache, cache_dir / "envs")
+    environ["UV_PYTHON_DOWNLOADS"] = "never" if env.offline else env.python_downloads
+    if env.offline:
+        environ["UV_OFFLINE"] = "1"
+    return dataclasses.replace(env, process_environ=environ)
+
+
+def link_mode(uv_cache: Path, envs_root: Path) -> str:
+    """hardlink when uv's cache and the environments share a filesystem; copy otherwise (uv would
+    fall back to copying anyway, after a failed link per file and a warning)."""
+    try:
+        same = _device(uv_cache) == _device(envs_root)
+    except OSError:
+        return "copy"
+    return "hardlink" if same else "copy"
+
+
+def _device(path: Path) -> int:
+    # The folder may not exist yet: the filesystem it will be on is its nearest existing parent's.
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path.stat().st_dev
+
+
+def uv_flags(settings: EnvSettings) -> list[str]:
+    """Flags every installing uv command gets: the link mode, and --offline when asked."""
+    mode = settings.process_environ.get("UV_LINK_MODE")
+    flags = ["--link-mode", mode] if mode else []
+    return flags + (["--offline"] if settings.offline else [])
+
+
 def index_args(settings: EnvSettings) -> list[str]:
     args: list[str] = []
     if settings.index_url:
@@ -73,14 +114,61 @@ def build_uv_env(
     )
     python = str(dest / "bin" / "python")
     steps = [list(model.build_requirements), list(model.install_args)]
-    if model.uv_project:
-        # The lock is the exact environment; requirements.txt was exported from it.
-        _uv_sync(model, uv, dest, settings, env, progress)
-        steps = [list(model.build_requirements), list(model.added)]
-    for args in steps:
-        if args:
-            cmd = [uv, "pip", "install", "--python", python, *index_args(settings), *args]
-            run_tool(cmd, "uv pip install", env, progress, cwd=model.model_dir)
+    try:
+        if model.uv_project:
+            # The lock is the exact environment; requirements.txt was exported from it.
+            _uv_sync(model, uv, dest, settings, env, progress)
+            steps = [list(model.build_requirements), list(model.added)]
+        for args in steps:
+            if args:
+                cmd = [
+                    uv,
+                    "pip",
+                    "install",
+                    "--python",
+                    python,
+                    *uv_flags(settings),
+                    *index_args(settings),
+                    *_model_index_args(model, settings),
+                    *args,
+                ]
+                run_tool(cmd, "uv pip install", env, progress, cwd=model.model_dir)
+    except EnvironmentError_ as exc:
+        if settings.offline:
+            raise EnvironmentError_(offline_message(exc.message, model, settings)) from exc
+        raise
+
+
+def _model_index_args(model: ModelEnv, settings: EnvSettings) -> list[str]:
+    # The operator's index (a mirror, an air-gapped proxy) wins over one named in the model's files.
+    args = list(model.index_args)
+    if settings.index_url and "--index-url" in args:
+        i = args.index("--index-url")
+        del args[i : i + 2]
+    return args
+
+
+def offline_message(uv_message: str, model: ModelEnv, settings: EnvSettings) -> str:
+    """Name the distributions an offline build could not find, and where it looked."""
+    missing = re.findall(
+        r"(?:Because |and |, )([A-Za-z0-9_.\[\]-]+) was not found in the (?:cache|provided package locations)",
+        uv_message,
+    )
+    missing += re.findall(r"wasn't found in the cache for: `[^`]*/([A-Za-z0-9_.-]+)/?`", uv_message)
+    links = [*settings.find_links, *model.find_links]
+    where = (
+        f"the wheelhouse ({', '.join(links)})"
+        if links
+        else "a wheelhouse (none given: --find-links or UV_FIND_LINKS)"
+    )
+    cache = settings.process_environ.get("UV_CACHE_DIR", "uv's cache")
+    found = list(dict.fromkeys(missing))
+    names = ", ".join(found) or "a distribution the model needs"
+    verb = "are" if len(found) > 1 else "is"
+    return (
+        f"offline build: {names} {verb} neither in {where} nor in uv's cache ({cache}); "
+        f"add it to the wheelhouse or build where the index is reachable.\n{uv_message}"
+    )
 
 
 def _uv_sync(
@@ -100,6 +188,7 @@ def _uv_sync(
             "--inexact",
             "--python",
             str(dest / "bin" / "python"),
+            *uv_flags(settings),
             *index_args(settings),
         ]
         run_tool(cmd, "uv sync", sync_env, progress, cwd=Path(project))
@@ -135,8 +224,11 @@ def run_tool(
     """Run uv (or a relocation script), streaming its output; raise with its last lines on failure."""
     tail: collections.deque[str] = collections.deque(maxlen=40)
     try:
+        # No preexec_fn (unsafe when other threads run): a session of its own so that the whole
+        # group (uv and the build backends it starts) can be killed, and a tiny exec shim so that
+        # it dies with us if we are killed outright.
         proc = subprocess.Popen(
-            list(cmd),
+            [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid()), *cmd],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -144,10 +236,11 @@ def run_tool(
             cwd=str(cwd) if cwd else None,
             text=True,
             errors="replace",
-            preexec_fn=_die_with_parent,
+            start_new_session=True,
         )
     except OSError as exc:
         raise EnvironmentError_(f"cannot run {what}: {exc}") from exc
+    code = None
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -156,9 +249,16 @@ def run_tool(
             progress(line)
         code = proc.wait()
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if code != 0:
+            # Cancelled (KeyboardInterrupt, a server stopping) or failed: nothing of it may go on
+            # writing into a folder the next builder removes.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    if code == 127 and tail and tail[-1].startswith("modelport: cannot run"):
+        raise EnvironmentError_(f"cannot run {what}: {tail[-1].split(': ', 2)[-1]}")
     if code != 0:
         why = f"was killed by signal {-code}" if code < 0 else f"failed (exit status {code})"
         detail = "\n".join(_useful(tail))
@@ -171,11 +271,21 @@ def _useful(lines: collections.deque[str]) -> list[str]:
     return kept[-25:]
 
 
-def _die_with_parent() -> None:
-    # A build whose parent was killed must not keep writing into a folder the next builder removes.
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    os.setpgrp()
+# Runs after exec (so no Python runs between fork and exec): asks Linux to SIGKILL this process
+# when the thread that started it goes (PR_SET_PDEATHSIG survives exec), then becomes the tool.
+_DIE_WITH_PARENT = r"""
+import os, sys
+if sys.platform.startswith("linux"):
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(1, 9)
+    except (OSError, AttributeError):
+        pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as exc:
+    print("modelport: cannot run: " + str(exc), flush=True)
+    sys.exit(127)
+"""

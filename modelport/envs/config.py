@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-POLICIES = ("auto", "local", "uv", "tarball", "path")
+POLICIES = ("auto", "local", "uv", "conda", "tarball", "path")
+PYTHON_DOWNLOADS = ("never", "automatic", "manual")
 
 # Variables passed on to uv and to the interpreters we probe; anything else of the
 # server's environment (credentials for storage, MODELPORT_*) stays out of them.
@@ -40,7 +41,7 @@ _PASSED_NAMES = {
 
 @dataclass(frozen=True)
 class EnvSettings:
-    # auto | local | uv | tarball | tarball:URI | path:DIR
+    # auto | local | uv | conda | tarball | tarball:URI | path:DIR
     policy: str = "auto"
     strict: bool = False
     allow_python_mismatch: bool = False
@@ -53,6 +54,10 @@ class EnvSettings:
     python_dirs: tuple[Path, ...] = ()
     # Snapshot of the variables handed to uv and probed interpreters (proxies, uv's cache, certs).
     process_environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Build only from the wheelhouse (find_links) and uv's cache; never reach an index.
+    offline: bool = False
+    # May uv download a Python the machine lacks? (UV_PYTHON_DOWNLOADS; "never" in the image.)
+    python_downloads: str = "automatic"
 
     @property
     def policy_kind(self) -> str:
@@ -79,6 +84,15 @@ class EnvSettings:
             root = environ.get("PYENV_ROOT") or str(Path(environ.get("HOME", "/root")) / ".pyenv")
             dirs = (Path(root) / "versions",)
         passed = {k: v for k, v in environ.items() if k in _PASSED_NAMES or k.startswith(_PASSED_PREFIXES)}
+        offline = bool(flags.get("offline")) or _truthy(environ.get("MODELPORT_OFFLINE"))
+        downloads = (
+            flags.get("python_downloads")
+            or environ.get("MODELPORT_PYTHON_DOWNLOADS")
+            or environ.get("UV_PYTHON_DOWNLOADS")
+            or cls.python_downloads
+        )
+        if downloads not in PYTHON_DOWNLOADS:
+            raise ValueError(f"python downloads {downloads!r}: expected never, automatic or manual")
         return cls(
             policy=policy,
             strict=strict,
@@ -88,6 +102,8 @@ class EnvSettings:
             find_links=_split(links),
             python_dirs=dirs,
             process_environ=passed,
+            offline=offline,
+            python_downloads=downloads,
         )
 
 

@@ -81,7 +81,7 @@ class DriftRow:
     name: str
     wanted: str
     installed: str | None
-    # ok | missing | major | minor | patch | local | range | skipped | unchecked
+    # ok | missing | major | minor | patch | local | range | skipped | unchecked | unmapped
     kind: str
     matters: bool
     blocking: bool
@@ -167,6 +167,10 @@ def diff(model: ModelEnv, installed: InstalledEnv) -> DriftReport:
     for line in model.unparsed:
         if not line.startswith("-"):
             rows.append(DriftRow(line, line, None, "unchecked", False, False))
+    for what in model.unmapped:
+        # A conda package with no PyPI counterpart: named so that nobody wonders where it went.
+        name, _, why = what.partition(" (")
+        rows.append(DriftRow(name, f"conda: {why.rstrip(')') or 'unmapped'}", None, "unmapped", False, False))
     return DriftReport(installed.python, tuple(rows))
 
 

@@ -1,7 +1,7 @@
 """Write a built environment as a relocatable tarball that `--env tarball` accepts.
 
 The environment was created with `uv venv --relocatable`, so its scripts find their Python
-by relative path; the tarball is the folder as it is, minus modelport's marker.
+by relative path; the tarball is the folder as it is (the cache's marker lives beside it).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import os
 import tarfile
 from pathlib import Path
 
-from modelport.envs.cache import READY
 from modelport.errors import EnvironmentError_
 
 # gzip level 1 packs a 400 MB environment ~3x faster than level 6 for ~10% more bytes
@@ -28,8 +27,6 @@ def pack_env(prefix: Path, out: Path, compresslevel: int = COMPRESS_LEVEL) -> in
     try:
         with tarfile.open(tmp, "w:gz", compresslevel=compresslevel) as tar:
             for path in sorted(prefix.iterdir()):
-                if path.name in (READY, f"{READY}.tmp"):
-                    continue
                 tar.add(path, arcname=path.name, recursive=True, filter=_clean_member)
         os.replace(tmp, out)
     except OSError as exc:

@@ -92,7 +92,18 @@ def find_base_python(wanted: str | None, settings: EnvSettings, uv: str) -> Base
     near = nearest(wanted, available)
     if near and settings.allow_python_mismatch:
         return BasePython(near[1], str(near[0]), f"{near[0]} for {wanted} (--allow-python-mismatch)")
-    why = f"uv could not download one: {uv_error}" if uv_error else "uv has none to offer"
+    downloads = settings.process_environ.get("UV_PYTHON_DOWNLOADS") or settings.python_downloads
+    if uv_error:
+        why = f"uv could not download one: {uv_error}"
+    elif downloads in ("never", "manual"):
+        # The image's setting: say what to do instead of waiting for a download that is off.
+        why = (
+            f"downloads are off (UV_PYTHON_DOWNLOADS={downloads}): use an image whose base has Python "
+            f"{'.'.join(wanted.split('.')[:2])}, or pack the model's environment where that Python is "
+            "(`modelport env build --pack`) and serve it with --env tarball"
+        )
+    else:
+        why = "uv has none to offer"
     hint = f"; pass --allow-python-mismatch to use {near[0]}" if near else ""
     raise EnvironmentError_(
         f"the model was saved with Python {wanted}; no Python {'.'.join(wanted.split('.')[:2])} is on "

@@ -1,13 +1,12 @@
 """What a saved model asks of its environment: Python version, pinned requirements, uv project files.
 
-Reads python_env.yaml, requirements.txt and conda.yaml as MLflow writes them; never imports mlflow.
+Reads python_env.yaml, requirements.txt and conda.yaml as MLflow writes them (the files through
+pip's own parser, modelport.envs.reqfiles); never imports mlflow.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,14 @@ from typing import Any
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
+from modelport.envs.conda import read_conda
+from modelport.envs.reqfiles import ParsedRequirements, parse_file, parse_lines
 from modelport.errors import EnvironmentError_, ModelportError
 from modelport.mlmodel.spec import read_model_spec
 
 MLFLOW_NAMES = {"mlflow", "mlflow-skinny"}
-_INCLUDE = re.compile(r"^(-r|--requirement|-c|--constraint)(?:\s+|=)(.+)$")
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class ModelEnv:
     flavor: str
     # Parsed PEP 508 requirements (after following -r includes), for the diff.
     requirements: tuple[Requirement, ...]
-    # Lines that are not PEP 508 requirements (paths, URLs, options): installed, never diffed.
+    # Local paths and URLs without a name: installed, never diffed.
     unparsed: tuple[str, ...]
     # uv pip install arguments for the requirements, in order (-r FILE, pins, what we add).
     install_args: tuple[str, ...]
@@ -46,6 +47,14 @@ class ModelEnv:
     uv_project: tuple[Path, Path] | None
     # Hash of every input that decides the environment's contents.
     digest: str = field(default="")
+    # Index options the requirement files carry (--index-url, --extra-index-url, --find-links).
+    index_args: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+    # conda.yaml packages with no PyPI counterpart ("mkl (not a Python package on PyPI)").
+    unmapped: tuple[str, ...] = ()
+    # The file the requirements were read from: python_env.yaml, requirements.txt or conda.yaml.
+    source: str = ""
+    conda_file: Path | None = None
 
     def describe(self) -> str:
         names = [str(r) for r in self.requirements[:4]]
@@ -60,42 +69,65 @@ def read_model_env(model_dir: Path) -> ModelEnv:
     flavor = spec["flavor"]
     hasher = hashlib.sha256()
     python_version: str | None = None
-    install_args: list[str] = []
-    lines: list[str] = []
+    parsed = ParsedRequirements()
     build_reqs: list[str] = []
+    unmapped: list[str] = []
+    source = "MLmodel"
+    conda_path: Path | None = None
 
     env_files: dict[str, str] = spec["env_files"]
     venv_file = model_dir / env_files.get("virtualenv", "python_env.yaml")
     req_file = model_dir / env_files.get("requirements", "requirements.txt")
     conda_file = model_dir / env_files.get("conda", "conda.yaml")
+    if conda_file.is_file():
+        conda_path = conda_file
     if venv_file.is_file():
+        source = venv_file.name
         data = _yaml(venv_file)
         python_version = _opt_str(data.get("python"))
-        for dep in data.get("dependencies") or []:
-            _add_line(str(dep), model_dir, install_args, lines, hasher)
+        deps = [str(d) for d in data.get("dependencies") or []]
+        parse_lines(deps, model_dir, f"{venv_file.name} dependencies", parsed, hasher)
         # pip/setuptools/wheel as saved: installed (mlflow 2.x imports pkg_resources) but not
         # diffed, since a server without them runs a model just as well. Installed in a step of
         # their own, before the requirements, as MLflow does: a saving env is often inconsistent
         # there (wheel 0.48 needs packaging>=24, MLflow 2.9 pins packaging 23.2).
-        for dep in data.get("build_dependencies") or []:
-            _add_line(_fix_build_dep(str(dep), spec["mlflow_version"]), model_dir, build_reqs, [], hasher)
+        build = ParsedRequirements()
+        fixed = [
+            _fix_build_dep(str(dep), spec["mlflow_version"]) for dep in data.get("build_dependencies") or []
+        ]
+        parse_lines(fixed, model_dir, f"{venv_file.name} build_dependencies", build, hasher)
+        build_reqs = build.install_args
     elif req_file.is_file():
-        _add_line(f"-r {req_file.name}", model_dir, install_args, lines, hasher)
+        source = req_file.name
+        parse_file(req_file, parsed, hasher)
+        parsed.install_args += ["-r", str(req_file.resolve())]
     elif conda_file.is_file():
-        python_version, pip_deps = _conda_deps(conda_file)
-        for dep in pip_deps:
-            _add_line(dep, model_dir, install_args, lines, hasher)
+        # MLflow < 1.26 wrote only conda.yaml: its Python, its pip section, conda packages mapped.
+        source = conda_file.name
+        conda = read_conda(_yaml(conda_file))
+        python_version = conda.python
+        unmapped = conda.unmapped
+        parse_lines(conda.mapped, model_dir, f"{conda_file.name} dependencies", parsed, hasher)
+        parse_lines(conda.pip, model_dir, f"{conda_file.name} pip section", parsed, hasher)
+        # conda environments come with pip and setuptools; a uv venv has neither, and MLflow 1.x
+        # and 2.x import pkg_resources (gone from setuptools 82).
+        build_reqs = ["pip", _fix_build_dep("setuptools", spec["mlflow_version"])]
+        hasher.update("\0".join(build_reqs).encode())
     python_version = python_version or spec["python_version"]
 
-    requirements, unparsed = _parse(lines)
+    requirements = [_pin_mlflow(r, spec["mlflow_version"]) for r in parsed.requirements]
     names = {canonicalize_name(r.name) for r in requirements}
     added: list[str] = []
+    pinned = [str(r) for r, old in zip(requirements, parsed.requirements, strict=True) if r is not old]
+    if pinned:
+        # An unpinned "mlflow" (MLflow 1.x wrote it so) means the MLflow that saved the model.
+        added.extend(pinned)
     if not names & MLFLOW_NAMES:
         added.append(f"mlflow=={spec['mlflow_version']}" if spec["mlflow_version"] else "mlflow")
     if "numpy" not in names:
         # The worker runtime imports numpy before mlflow; mlflow-skinny does not pull it in.
         added.append("numpy")
-    install_args.extend(added)
+    install_args = [*parsed.install_args, *added]
     hasher.update(("\0".join(added)).encode())
 
     uv_project = None
@@ -111,21 +143,51 @@ def read_model_env(model_dir: Path) -> ModelEnv:
         loader_module=spec["loader_module"],
         flavor=flavor,
         requirements=tuple(requirements),
-        unparsed=tuple(unparsed),
+        unparsed=tuple(parsed.unnamed),
         install_args=tuple(install_args),
         added=tuple(added),
         build_requirements=tuple(build_reqs),
         uv_project=uv_project,
         digest=hasher.hexdigest(),
+        index_args=tuple(parsed.index_args()),
+        find_links=tuple(parsed.find_links),
+        unmapped=tuple(unmapped),
+        source=source,
+        conda_file=conda_path,
     )
 
 
+def _pin_mlflow(req: Requirement, version: str | None) -> Requirement:
+    if canonicalize_name(req.name) in MLFLOW_NAMES and not req.specifier and not req.url and version:
+        return Requirement(
+            f"{req.name}{'[' + ','.join(sorted(req.extras)) + ']' if req.extras else ''}=={version}"
+        )
+    return req
+
+
 def _fix_build_dep(dep: str, mlflow_version: str | None) -> str:
-    # MLflow 2.x imports pkg_resources, which setuptools 82 dropped; a model saved without a
-    # setuptools pin would otherwise get an environment in which mlflow cannot even import.
-    if dep.strip() == "setuptools" and mlflow_version and mlflow_version.split(".")[0] in {"1", "2"}:
-        return "setuptools<82"
-    return dep
+    # MLflow 1.x and 2.x import pkg_resources, which setuptools 82 dropped. A model saved without
+    # a setuptools pin, or with one of 82 or later (a saving venv whose setuptools was upgraded
+    # after mlflow was imported, e.g. by torch's setuptools>=77), would otherwise get an
+    # environment in which mlflow cannot even import.
+    if not mlflow_version or mlflow_version.split(".")[0] not in {"1", "2"}:
+        return dep
+    try:
+        req = Requirement(dep)
+        clauses = [(c, Version(c.version.removesuffix(".*"))) for c in req.specifier]
+    except (InvalidRequirement, InvalidVersion):
+        return dep
+    if canonicalize_name(req.name) != "setuptools" or req.url or req.marker:
+        return dep
+    if any(c.operator in ("==", "<", "<=") and v < _NO_PKG_RESOURCES for c, v in clauses):
+        return dep  # bounded below 82 already
+    # Clauses asking for 82 or later contradict the cap: dropped.
+    kept = [str(c) for c, v in clauses if c.operator not in _FROM or v < _NO_PKG_RESOURCES]
+    return "setuptools" + ",".join([*kept, "<82"])
+
+
+_NO_PKG_RESOURCES = Version("82")
+_FROM = frozenset({"==", "===", "~=", ">", ">="})
 
 
 def _read_spec(model_dir: Path) -> dict[str, Any]:
@@ -154,81 +216,3 @@ def _yaml(path: Path) -> dict[str, Any]:
 
 def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def _conda_deps(path: Path) -> tuple[str | None, list[str]]:
-    python = None
-    pip: list[str] = []
-    for dep in _yaml(path).get("dependencies") or []:
-        if isinstance(dep, dict):
-            pip.extend(str(d) for d in dep.get("pip") or [])
-        elif isinstance(dep, str) and re.match(r"^python\s*[=<>]", dep):
-            python = re.sub(r"^python\s*=*\s*", "", dep).split("=")[0] or None
-    return python, pip
-
-
-def _add_line(line: str, base: Path, args: list[str], lines: list[str], hasher: Any) -> None:
-    """Add one dependency line from python_env.yaml: a requirement or an include of a file."""
-    line = line.strip()
-    match = _INCLUDE.match(line)
-    if match:
-        path = (base / match.group(2).strip()).resolve()
-        args.extend([match.group(1), str(path)])
-        if match.group(1) in ("-r", "--requirement"):
-            lines.extend(_read_requirements_file(path, hasher, depth=0))
-        else:
-            hasher.update(_read_bytes(path))
-        return
-    args.append(line)
-    lines.append(line)
-    hasher.update(line.encode() + b"\n")
-
-
-def _read_requirements_file(path: Path, hasher: Any, depth: int) -> list[str]:
-    if depth > 10:
-        raise EnvironmentError_(f"requirements include each other too deeply at {path}")
-    data = _read_bytes(path)
-    hasher.update(data)
-    out: list[str] = []
-    for raw in data.decode("utf-8", errors="replace").splitlines():
-        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
-        if not line:
-            continue
-        match = _INCLUDE.match(line)
-        if match and match.group(1) in ("-r", "--requirement"):
-            out.extend(_read_requirements_file(path.parent / match.group(2).strip(), hasher, depth + 1))
-        elif match:
-            hasher.update(_read_bytes(path.parent / match.group(2).strip()))
-        else:
-            out.append(line)
-            _hash_local_file(line, path.parent, hasher)
-    return out
-
-
-def _hash_local_file(line: str, base: Path, hasher: Any) -> None:
-    # A wheel shipped with the model (mlflow's add_libraries_to_model) changes the env's contents.
-    token = shlex.split(line, comments=False)[0] if line else ""
-    token = token.removeprefix("file://")
-    if token.endswith((".whl", ".tar.gz", ".zip")) and (base / token).is_file():
-        hasher.update(_read_bytes(base / token))
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise EnvironmentError_(f"the model's environment names {path}, which cannot be read: {exc}") from exc
-
-
-def _parse(lines: list[str]) -> tuple[list[Requirement], list[str]]:
-    reqs: list[Requirement] = []
-    unparsed: list[str] = []
-    for line in lines:
-        if line.startswith("-"):
-            unparsed.append(line)
-            continue
-        try:
-            reqs.append(Requirement(line))
-        except InvalidRequirement:
-            unparsed.append(line)
-    return reqs, unparsed

@@ -5,6 +5,7 @@ Each policy returns an Interpreter whose `reason` is the one line the server log
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelport.envs import cache, drift, tarball
-from modelport.envs.build import Progress, build_uv_env, uv_binary, verify_env
+from modelport import cache as store
+from modelport.envs import cache, conda, drift, tarball
+from modelport.envs.build import Progress, build_uv_env, run_tool, tool_settings, uv_binary, verify_env
 from modelport.envs.pythons import BasePython, find_base_python
 from modelport.envs.requirements import ModelEnv, read_model_env
 from modelport.errors import EnvironmentError_, StorageError
@@ -42,20 +44,37 @@ def _quiet(line: str) -> None:
 def resolve_interpreter(model_dir: Path, settings: Settings, progress: Progress | None = None) -> Interpreter:
     """Return the interpreter the model's workers run under, per `settings.env.policy`."""
     progress = progress or _quiet
+    settings = with_tools(settings)
+    interp = _resolve(Path(model_dir), settings, progress)
+    if settings.cache_max_bytes is not None:
+        # Within budget after every start: the model just fetched counts too. Entries in use
+        # (ours included) are skipped.
+        store.prune(settings.cache_dir, settings.cache_max_bytes)
+    return interp
+
+
+def with_tools(settings: Settings) -> Settings:
+    """Settings whose environment variables for uv are decided (cache, link mode, downloads)."""
+    return dataclasses.replace(settings, env=tool_settings(settings.env, settings.cache_dir))
+
+
+def _resolve(model_dir: Path, settings: Settings, progress: Progress) -> Interpreter:
     policy = settings.env.policy_kind
-    model_dir = Path(model_dir)
     if policy == "local":
         return _local(model_dir, settings)
     if policy == "auto":
         return _auto(model_dir, settings, progress)
     if policy == "uv":
         return _uv(read_model_env(model_dir), settings, progress, "uv")
+    if policy == "conda":
+        return _conda(read_model_env(model_dir), settings, progress)
     if policy == "tarball":
         return _tarball(model_dir, settings, progress)
     if policy == "path":
         return _path(model_dir, settings)
     raise EnvironmentError_(
-        f"unknown environment policy {settings.env.policy!r}: use auto, local, uv, tarball[:URI] or path:DIR"
+        f"unknown environment policy {settings.env.policy!r}: "
+        "use auto, local, uv, conda, tarball[:URI] or path:DIR"
     )
 
 
@@ -97,8 +116,15 @@ def _auto(model_dir: Path, settings: Settings, progress: Progress) -> Interprete
 def build_env(
     model_dir: Path, settings: Settings, progress: Progress | None = None, base_python: str | None = None
 ) -> Interpreter:
-    """Build (or reuse) the model's uv environment whatever the policy; `modelport env build`."""
-    return _uv(read_model_env(Path(model_dir)), settings, progress or _quiet, "build", base_python)
+    """Build (or reuse) the model's uv environment whatever the policy; `modelport env build`.
+
+    With --env conda the environment is built with conda from the model's conda.yaml instead.
+    """
+    settings = with_tools(settings)
+    model = read_model_env(Path(model_dir))
+    if settings.env.policy_kind == "conda":
+        return _conda(model, settings, progress or _quiet)
+    return _uv(model, settings, progress or _quiet, "build", base_python)
 
 
 def _uv(
@@ -118,11 +144,18 @@ def _uv(
 
     def build(tmp: Path) -> None:
         log.info(
-            "building the model's environment with uv: Python %s (%s), %s",
+            "building the model's environment with uv: Python %s (%s), %s%s",
             base.version,
             base.note,
             model.describe(),
+            " (offline)" if settings.env.offline else "",
         )
+        if model.unmapped:
+            log.warning(
+                "%s: conda packages with no PyPI counterpart, left out: %s",
+                model.source,
+                ", ".join(model.unmapped),
+            )
         build_uv_env(model, base, tmp, settings.env, progress)
 
     def finish(entry: Path) -> dict[str, object]:
@@ -138,7 +171,7 @@ def _uv(
             "added": list(model.added),
         }
 
-    hit = cache.get_or_build(root, key, build, finish, on_wait=log.info)
+    hit = cache.get_or_build(root, key, build, finish, on_wait=log.info, max_bytes=settings.cache_max_bytes)
     _record_build("uv", hit)
     python = str(hit.path / "bin" / "python")
     note = "" if base.note == "exact" else f", Python {base.note}"
@@ -147,6 +180,54 @@ def _uv(
     else:
         reason = f"{why} → cached uv env at {hit.path}{note}"
     return Interpreter(python, reason, str(hit.path), hit.seconds if hit.built else 0.0)
+
+
+def _conda(model: ModelEnv, settings: Settings, progress: Progress) -> Interpreter:
+    """--env conda: the model's conda.yaml built by micromamba, mamba or conda, when one is on PATH."""
+    exe = conda.conda_executable(settings.env.process_environ.get("PATH"))
+    if exe is None:
+        raise EnvironmentError_(
+            "--env conda needs micromamba, mamba or conda on PATH, and none is there; "
+            "use --env uv (conda.yaml's Python and pip section, conda packages mapped to PyPI)"
+        )
+    if model.conda_file is None:
+        raise EnvironmentError_(f"--env conda: the model has no conda.yaml ({model.model_dir})")
+    if settings.env.offline:
+        raise EnvironmentError_(
+            "--env conda cannot build offline; pack the environment and use --env tarball"
+        )
+    conda_file = model.conda_file
+    key = cache.cache_key("conda", _sha256(conda_file, settings.cache_dir / "tarball-digests"), exe)
+
+    def build(tmp: Path) -> None:
+        log.info("building the model's environment with %s from %s", Path(exe).name, conda_file)
+        run_tool(
+            conda.conda_create_args(exe, conda_file, tmp),
+            Path(exe).name,
+            dict(settings.env.process_environ),
+            progress,
+        )
+        if not model.requirements or not {r.name for r in model.requirements} & {"mlflow", "mlflow-skinny"}:
+            pip = [str(tmp / "bin" / "python"), "-m", "pip", "install", *model.added]
+            run_tool(pip, "pip install", dict(settings.env.process_environ), progress)
+
+    def finish(entry: Path) -> dict[str, object]:
+        versions = verify_env(
+            entry / "bin" / "python", model.loader_module, dict(settings.env.process_environ)
+        )
+        return {"kind": "conda", "python": "bin/python", "tool": exe, "versions": versions}
+
+    hit = cache.get_or_build(
+        settings.cache_dir / "envs", key, build, finish, on_wait=log.info, max_bytes=settings.cache_max_bytes
+    )
+    _record_build("conda", hit)
+    what = "built" if hit.built else "cached"
+    return Interpreter(
+        str(hit.path / "bin" / "python"),
+        f"conda: {what} env at {hit.path} ({Path(exe).name})",
+        str(hit.path),
+        hit.seconds if hit.built else 0.0,
+    )
 
 
 def _record_build(kind: str, hit: cache.CacheHit) -> None:
@@ -180,7 +261,7 @@ def _tarball(model_dir: Path, settings: Settings, progress: Progress) -> Interpr
             "versions": versions,
         }
 
-    hit = cache.get_or_build(root, key, build, finish, on_wait=log.info)
+    hit = cache.get_or_build(root, key, build, finish, on_wait=log.info, max_bytes=settings.cache_max_bytes)
     _record_build("tarball", hit)
     python = str(hit.path / str(hit.meta.get("python", "bin/python")))
     kind = hit.meta.get("kind", "venv")

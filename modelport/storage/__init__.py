@@ -96,7 +96,9 @@ def resolve_model(
         path = local_path(uri, settings)
         if not path.exists():
             raise StorageError(f"model path does not exist: {path}")
-        path = path.resolve()
+        # absolute(), not resolve(): a modelcar's /mnt/models links to /proc/<pid>/root/models,
+        # whose realpath is /models of this container's own root.
+        path = path.absolute()
         # Served in place: nothing downloaded, but the series shows how the model was resolved.
         from modelport.metrics import FETCH_BYTES, FETCH_SECONDS
 

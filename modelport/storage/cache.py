@@ -1,20 +1,20 @@
-"""The content-addressed model cache: one folder per (URI, what the store reports about each object).
+"""The model area of the shared content-addressed cache: one entry per (URI, what the store reports
+about each object).
 
-A second fetch of an unchanged model downloads nothing; a file lock plus an atomic rename let
-several processes fetch the same model at once without corrupting each other.
+A second fetch of an unchanged model downloads nothing; the shared cache (modelport.cache) makes
+several processes fetching the same model at once wait for one download, and keeps entries in use.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from modelport.cache import get_or_build
 from modelport.storage.source import Listing
-from modelport.storage.staging import commit, discard, new_staging
 
 
 def fingerprint(listing: Listing) -> str:
@@ -30,24 +30,22 @@ def fingerprint(listing: Listing) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def cached_tree(listing: Listing, cache_dir: Path, fill: Callable[[Path], None]) -> tuple[Path, bool]:
+def cached_tree(
+    listing: Listing, cache_dir: Path, fill: Callable[[Path], None], max_bytes: int | None = None
+) -> tuple[Path, bool]:
     """Return (folder, hit): the cached tree for ``listing``, calling ``fill(staging)`` on a miss."""
-    models = cache_dir / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    key = fingerprint(listing)
-    final = models / key
-    if final.is_dir():
-        return final, True
-    with open(models / f"{key}.lock", "a") as lock:
-        # Blocks while another process fills the same entry; then it is simply there.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if final.is_dir():
-            return final, True
-        stage = new_staging(final)
-        try:
-            fill(stage)
-            commit(stage, final)
-        except BaseException:
-            discard(stage)
-            raise
-    return final, False
+    parts = urlsplit(listing.uri)
+    uri = urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")) if parts.scheme else listing.uri
+
+    def build(tmp: Path) -> None:
+        tmp.mkdir()
+        fill(tmp)
+
+    hit = get_or_build(
+        cache_dir / "models",
+        fingerprint(listing),
+        build,
+        lambda _entry: {"kind": "model", "uri": uri, "files": len(listing.files)},
+        max_bytes=max_bytes,
+    )
+    return hit.path, not hit.built

@@ -23,7 +23,7 @@ OLD_STACK = ["mlflow==2.9.2", "scikit-learn==1.3.2", "numpy<2", "pandas<2.2", "s
 
 def uv_environ(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(UV_CACHE_DIR=str(UV_CACHE), UV_PYTHON_DOWNLOADS="never", **extra)
+    env.update({"UV_CACHE_DIR": str(UV_CACHE), "UV_PYTHON_DOWNLOADS": "never", **extra})
     return env
 
 
@@ -61,8 +61,8 @@ def cache_leftovers(cache_dir: Path) -> list[str]:
         return []
     out = []
     for p in root.iterdir():
-        if p.suffix == ".lock":
+        if p.suffix == ".lock" or p.name.endswith(".ready.json"):
             continue
-        if p.name.startswith(".tmp-") or not (p / ".modelport-ready.json").exists():
+        if p.name.startswith(".tmp-") or not p.with_name(f"{p.name}.ready.json").exists():
             out.append(p.name)
     return out

@@ -36,7 +36,8 @@ def test_get_or_build_builds_once_and_marks_ready_last(tmp_path: Path) -> None:
     assert hit.built and hit.meta["files"] == ["bin"]
     again = cache.get_or_build(tmp_path, "k1", build, _finish)
     assert not again.built and again.path == hit.path and len(calls) == 1
-    assert cache.read_ready(hit.path)["python"] == "bin/python"
+    ready = cache.read_ready(tmp_path, "k1")
+    assert ready is not None and ready["meta"]["python"] == "bin/python" and ready["bytes"] > 0
 
 
 def test_failed_build_or_verification_leaves_nothing(tmp_path: Path) -> None:
@@ -53,7 +54,7 @@ def test_failed_build_or_verification_leaves_nothing(tmp_path: Path) -> None:
 
     with pytest.raises(EnvironmentError_, match="cannot import"):
         cache.get_or_build(tmp_path, "k2", lambda t: t.mkdir(), bad_finish)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["k2.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k2.lock", "k2.use.lock"]
 
 
 def test_leftovers_of_a_dead_build_are_removed_not_reused(tmp_path: Path) -> None:

@@ -70,6 +70,27 @@ def test_reads_python_env_and_follows_includes(tmp_path: Path) -> None:
     assert m.added == ("numpy",)
 
 
+@pytest.mark.parametrize(
+    ("saved", "mlflow", "built"),
+    [
+        # A saving venv whose setuptools was upgraded past 82 (torch needs >=77) recorded a pin
+        # mlflow 2 cannot import under; a range is capped, an older exact pin kept.
+        ("setuptools==84.2.1", "2.9.2", "setuptools<82"),
+        ("setuptools>=60", "2.9.2", "setuptools<82,>=60"),
+        ("setuptools==69.5.1", "2.9.2", "setuptools==69.5.1"),
+        ("setuptools==84.2.1", "3.1.0", "setuptools==84.2.1"),
+    ],
+)
+def test_setuptools_is_capped_where_mlflow_needs_pkg_resources(
+    tmp_path: Path, saved: str, mlflow: str, built: str
+) -> None:
+    d = write_model(tmp_path / "m", "scikit-learn==1.3.2\n", mlflow=mlflow)
+    (d / "python_env.yaml").write_text(
+        f"python: 3.11.7\nbuild_dependencies:\n- pip\n- {saved}\ndependencies:\n- -r requirements.txt\n"
+    )
+    assert read_model_env(d).build_requirements == ("pip", built)
+
+
 def test_adds_mlflow_at_the_model_version_when_missing(tmp_path: Path) -> None:
     m = read_model_env(write_model(tmp_path / "m", "scikit-learn==1.3.2\nnumpy==1.26.4\n", mlflow="2.11.1"))
     assert m.added == ("mlflow==2.11.1",)
