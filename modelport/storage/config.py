@@ -5,8 +5,11 @@ Built once at the CLI edge from an environment snapshot; secrets never appear in
 
 from __future__ import annotations
 
+import json
+import os.path
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 _MIB = 1024 * 1024
 
@@ -15,6 +18,7 @@ SECRET_FIELDS = frozenset(
     {
         "aws_secret_access_key",
         "aws_session_token",
+        "azure_access_token",
         "azure_account_key",
         "azure_client_secret",
         "azure_sas_token",
@@ -35,6 +39,62 @@ def _first(environ: Mapping[str, str], *names: str) -> str | None:
         value = environ.get(name)
         if value:
             return value
+    return None
+
+
+# KServe's storage initializer copies these keys of an ``s3`` STORAGE_CONFIG into these variables
+# (kserve_storage.Storage._update_with_storage_spec), overriding what the pod's env says.
+STORAGE_SPEC_S3_KEYS = {
+    "endpoint_url": "AWS_ENDPOINT_URL",
+    "access_key_id": "AWS_ACCESS_KEY_ID",
+    "secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "region": "AWS_DEFAULT_REGION",
+    "ca_bundle": "AWS_CA_BUNDLE",
+    "verify_ssl": "S3_VERIFY_SSL",
+    "anonymous": "awsAnonymousCredential",
+}
+
+
+def _json_object(environ: Mapping[str, str], name: str) -> dict[str, Any]:
+    text = environ.get(name, "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # The message gives a position only, never the text: it holds secrets.
+        raise ValueError(f"{name} is not valid JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def storage_spec_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables an InferenceService's ``storage:`` key stands for.
+
+    KServe passes the storage secret's entry as STORAGE_CONFIG and the ``storage.parameters`` as
+    STORAGE_OVERRIDE_CONFIG (both JSON objects; the second wins key by key). Only ``type: s3``
+    carries credentials a fetch uses; KServe itself refuses types other than s3, hdfs and webhdfs,
+    and the bucket it already put in the URI.
+    """
+    spec = {**_json_object(environ, "STORAGE_CONFIG"), **_json_object(environ, "STORAGE_OVERRIDE_CONFIG")}
+    if spec.get("type") != "s3":
+        return {}
+    out: dict[str, str] = {}
+    for key, name in STORAGE_SPEC_S3_KEYS.items():
+        value = spec.get(key)
+        if value is None:
+            continue
+        out[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
+def ca_bundle_path(environ: Mapping[str, str]) -> str | None:
+    """AWS_CA_BUNDLE, else the cluster-wide bundle KServe mounts from ``caBundleConfigMapName``."""
+    if environ.get("AWS_CA_BUNDLE"):
+        return environ["AWS_CA_BUNDLE"]
+    if environ.get("CA_BUNDLE_CONFIGMAP_NAME"):
+        return os.path.join(environ.get("CA_BUNDLE_VOLUME_MOUNT_POINT", ""), "cabundle.crt")
     return None
 
 
@@ -61,6 +121,10 @@ class StorageSettings:
     aws_role_arn: str | None = None
     aws_virtual_hosted: bool = False
     s3_verify_ssl: bool = True
+    # A PEM file of CAs to trust on top of the system's (AWS_CA_BUNDLE).
+    aws_ca_bundle: str | None = None
+    # S3 Transfer Acceleration (BUCKET.s3-accelerate.amazonaws.com); AWS only, no custom endpoint.
+    s3_use_accelerate: bool = False
     # Google Cloud Storage.
     google_application_credentials: str | None = None
     gcs_endpoint: str | None = None
@@ -71,6 +135,8 @@ class StorageSettings:
     azure_client_secret: str | None = None
     azure_tenant_id: str | None = None
     azure_sas_token: str | None = None
+    # A bearer token for the storage account (AZURE_ACCESS_TOKEN).
+    azure_access_token: str | None = None
     azure_endpoint: str | None = None
     # MLflow tracking server and model registry.
     mlflow_tracking_uri: str | None = None
@@ -104,7 +170,10 @@ class StorageSettings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> StorageSettings:
-        env = environ
+        spec = storage_spec_environ(environ)
+        env = {**environ, **spec}
+        if "AWS_ENDPOINT_URL" in spec:
+            env.pop("AWS_ENDPOINT_URL_S3", None)  # KServe passes STORAGE_CONFIG's endpoint explicitly
         endpoint = _first(env, "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
         if endpoint is None and env.get("S3_ENDPOINT"):
             # KServe's spelling: host[:port] plus S3_USE_HTTPS.
@@ -113,7 +182,9 @@ class StorageSettings:
                 host = ("https://" if _truthy(env.get("S3_USE_HTTPS"), True) else "http://") + host
             endpoint = host
         azure = parse_connection_string(env.get("AZURE_STORAGE_CONNECTION_STRING", ""))
-        azure_endpoint = _first(env, "AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT") or azure.get("BlobEndpoint")
+        azure_endpoint = _first(
+            env, "AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT", "AZURE_SERVICE_URL"
+        ) or azure.get("BlobEndpoint")
         d = cls()
         return cls(
             aws_endpoint_url=endpoint,
@@ -128,16 +199,22 @@ class StorageSettings:
                 _first(env, "S3_USER_VIRTUAL_BUCKET", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST"), False
             ),
             s3_verify_ssl=_truthy(env.get("S3_VERIFY_SSL"), True),
+            aws_ca_bundle=ca_bundle_path(env),
+            s3_use_accelerate=_truthy(env.get("S3_USE_ACCELERATE"), False),
             google_application_credentials=_first(env, "GOOGLE_APPLICATION_CREDENTIALS"),
             gcs_endpoint=_first(env, "STORAGE_EMULATOR_HOST", "GCS_ENDPOINT"),
-            azure_account_name=_first(env, "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT")
+            azure_account_name=_first(
+                env, "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT", "AZURE_ACCOUNT_NAME"
+            )
             or azure.get("AccountName"),
             azure_account_key=_first(env, "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_ACCESS_KEY")
             or azure.get("AccountKey"),
-            azure_client_id=_first(env, "AZURE_CLIENT_ID"),
-            azure_client_secret=_first(env, "AZURE_CLIENT_SECRET"),
-            azure_tenant_id=_first(env, "AZURE_TENANT_ID"),
+            # KServe's legacy AZ_* spellings win, as in its storage initializer.
+            azure_client_id=_first(env, "AZ_CLIENT_ID", "AZURE_CLIENT_ID"),
+            azure_client_secret=_first(env, "AZ_CLIENT_SECRET", "AZURE_CLIENT_SECRET"),
+            azure_tenant_id=_first(env, "AZ_TENANT_ID", "AZURE_TENANT_ID"),
             azure_sas_token=_first(env, "AZURE_STORAGE_SAS_TOKEN") or azure.get("SharedAccessSignature"),
+            azure_access_token=_first(env, "AZURE_ACCESS_TOKEN"),
             azure_endpoint=azure_endpoint,
             mlflow_tracking_uri=_first(env, "MLFLOW_TRACKING_URI"),
             mlflow_tracking_token=_first(env, "MLFLOW_TRACKING_TOKEN"),

@@ -54,10 +54,23 @@ def first_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+def certificate_problem(exc: BaseException) -> str | None:
+    """rustls's reason when the server's TLS certificate was refused (only in the debug dump)."""
+    m = re.search(r"InvalidCertificate\(\s*(\w+)", str(exc))
+    return m.group(1) if m else None
+
+
 def translate(exc: Exception, uri: str, key: str | None, settings: StorageSettings) -> Exception:
     """Map an obstore error to ours; the message names the URI, the object and the cause."""
     what = f"{redact(uri)}" + (f" (object {key!r})" if key else "")
     cause = redact(first_line(exc), settings.secrets())
+    refused = certificate_problem(exc)
+    if refused:
+        # Not transient: retrying cannot make an untrusted certificate trusted.
+        return StorageError(
+            f"TLS certificate of the server refused ({refused}) for {what}; if a private CA signed it, "
+            "point AWS_CA_BUNDLE (S3) at that CA's PEM file"
+        )
     if isinstance(exc, obx.InvalidPathError):
         m = re.search(r'[Pp]ath "(.*?)"', str(exc))
         name = m.group(1) if m else cause

@@ -2,14 +2,29 @@
 
 Cut by hand from kserve/kserve v0.20.0 config/crd/full: same property names, types and
 required lists, for the parts these manifests use. Objects are closed (``additionalProperties:
-false``) because kubectl's default strict field validation rejects unknown fields. With
-``KSERVE_CRD_DIR`` pointing at a KServe checkout's config/crd/full, the tests also re-check these
-schemas and the manifests against the real CRDs (``crd_json_schema``).
+false``) because kubectl's default strict field validation rejects unknown fields. The tests also
+re-check these schemas and the manifests against the real CRDs (``crd_json_schema``), read from
+``../shared/specs/kserve/crds`` beside the repository (``KSERVE_CRD_DIR`` points elsewhere, e.g. at
+another KServe release's config/crd/full).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
+
+# Third-party specifications kept beside the repository (on every developer machine and in CI).
+KSERVE_SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs" / "kserve"
+
+
+def crd_dir() -> Path:
+    """Where KServe's CRDs are; a missing folder is an error, not a skip."""
+    path = Path(os.environ.get("KSERVE_CRD_DIR") or KSERVE_SPECS / "crds")
+    if not path.is_dir():
+        raise FileNotFoundError(f"KServe CRDs not found at {path}: expected ../shared/specs/kserve/crds")
+    return path
+
 
 Schema = dict[str, Any]
 
@@ -115,7 +130,9 @@ def container() -> Schema:
                     "runAsNonRoot": BOOLEAN,
                     "runAsUser": INTEGER,
                     "seLinuxOptions": ANY,
-                    "seccompProfile": ANY,
+                    "seccompProfile": closed(
+                        {"localhostProfile": STRING, "type": STRING}, required=("type",)
+                    ),
                     "windowsOptions": ANY,
                 }
             ),

@@ -27,7 +27,7 @@ from modelport.protocols import rest, v2
 from modelport.settings import Settings, build_settings
 from modelport.storage.registry import BACKENDS, LOCAL_SCHEMES, scheme_of
 from tests.conftest import EXAMPLE_IRIS, REPO, free_port
-from tests.deploy.kserve_schemas import CRD_FILES, SCHEMAS, crd_json_schema
+from tests.deploy.kserve_schemas import CRD_FILES, SCHEMAS, crd_dir, crd_json_schema
 
 DEPLOY = REPO / "deploy"
 ISVC_NAME = "iris"
@@ -149,19 +149,13 @@ def _walk(mine: dict[str, Any], crd: dict[str, Any], path: str, problems: list[s
         _walk(mine["additionalProperties"], crd["additionalProperties"], f"{path}{{}}", problems)
 
 
-needs_crds = pytest.mark.skipif(
-    not os.environ.get("KSERVE_CRD_DIR"), reason="set KSERVE_CRD_DIR=<kserve checkout>/config/crd/full"
-)
-
-
 def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
-    (crd_path,) = list(Path(os.environ["KSERVE_CRD_DIR"]).rglob(CRD_FILES[kind]))
+    (crd_path,) = list(crd_dir().rglob(CRD_FILES[kind]))
     crd = yaml.safe_load(crd_path.read_text())
     (served,) = [v for v in crd["spec"]["versions"] if v["name"] == api_version.split("/")[1]]
     return served["schema"]["openAPIV3Schema"]
 
 
-@needs_crds
 def test_schemas_match_kserve_crds() -> None:
     """Every field the cut-down schemas allow exists in KServe's CRDs, with the same type."""
     problems: list[str] = []
@@ -173,7 +167,6 @@ def test_schemas_match_kserve_crds() -> None:
     assert problems == []
 
 
-@needs_crds
 @pytest.mark.parametrize("where,doc", MANIFESTS, ids=[f"{w}:{d.get('kind')}" for w, d in MANIFESTS])
 def test_manifest_matches_real_kserve_crd(where: str, doc: dict[str, Any]) -> None:
     schema = crd_json_schema(crd_schema(doc["apiVersion"], doc["kind"]))
@@ -184,19 +177,71 @@ def test_manifest_matches_real_kserve_crd(where: str, doc: dict[str, Any]) -> No
 # --- the serving runtime --------------------------------------------------------------------
 
 
+def test_real_crd_check_catches_mistakes() -> None:
+    doc = copy.deepcopy(one("ClusterServingRuntime"))
+    doc["spec"]["supportedModelFormats"][0]["priority"] = 0  # the CRD says minimum 1
+    doc["spec"]["containers"][0]["securityContext"]["seccompProfile"]["typo"] = "x"
+    schema = crd_json_schema(crd_schema(doc["apiVersion"], doc["kind"]))
+    errors = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)]
+    assert any("less than the minimum of 1" in e for e in errors), errors
+    assert any("'typo' was unexpected" in e for e in errors), errors
+
+
 def test_runtime_declares_mlflow_formats_and_protocols() -> None:
     runtime = one("ClusterServingRuntime")
     assert runtime["metadata"]["name"] == "modelport-mlflow"
     formats = runtime["spec"]["supportedModelFormats"]
+    # MLflow 1.x models are served too; "3" is the format kserve-mlserver does not declare.
     assert [(f["name"], f["version"], f["autoSelect"]) for f in formats] == [
+        ("mlflow", "1", True),
         ("mlflow", "2", True),
         ("mlflow", "3", True),
     ]
-    assert runtime["spec"]["protocolVersions"] == ["v1", "v2"]
-    # KServe's runtime webhook: one priority per format within a runtime, and none equal to
-    # kserve-mlserver's (1 for mlflow "2", same protocol v2) or the runtime is refused.
-    priorities = {f.get("priority") for f in formats}
-    assert len(priorities) == 1 and priorities != {1}
+    assert runtime["spec"]["protocolVersions"] == ["v1", "v2", "grpc-v2"]
+    # Deliberately no priority: see docs/decisions-deploy.md and tests/deploy/test_selection.py.
+    assert {f.get("priority") for f in formats} == {None}
+
+
+def test_runtime_annotations_point_prometheus_at_the_metrics_route() -> None:
+    runtime = one("ClusterServingRuntime")
+    annotations = runtime["spec"]["annotations"]
+    container = render(runtime["spec"]["containers"][0], ISVC_NAME)
+    assert int(annotations["prometheus.kserve.io/port"]) == serve_settings(container["args"]).serve.http_port
+    assert annotations["prometheus.kserve.io/path"] == "/metrics"
+    _, params = rest.route("GET", annotations["prometheus.kserve.io/path"])  # raises when not routed
+    assert params == {}
+
+
+def test_runtime_and_storage_container_are_confined() -> None:
+    for container in (
+        one("ClusterServingRuntime")["spec"]["containers"][0],
+        one("ClusterStorageContainer")["spec"]["container"],
+    ):
+        ctx = container["securityContext"]
+        assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert ctx["runAsNonRoot"] is True and ctx["allowPrivilegeEscalation"] is False
+        assert ctx["capabilities"]["drop"] == ["ALL"]
+
+
+def test_runtime_requests_room_for_an_environment_build() -> None:
+    resources = one("ClusterServingRuntime")["spec"]["containers"][0]["resources"]
+    # --env auto may build a ~0.6 GB environment inside the container (docs/decisions-deploy.md).
+    assert resources["requests"]["ephemeral-storage"] == "1Gi"
+    # No limit: a bigger (torch) environment must not get the pod evicted in a loop.
+    assert "ephemeral-storage" not in resources.get("limits", {})
+
+
+def test_runtime_ports_stay_valid_for_knative() -> None:
+    """Knative refuses a container with more than one port; KServe merges the InferenceService's
+    ports into the runtime's by containerPort. So the runtime declares none (as KServe's own do),
+    and a grpc-v2 InferenceService declares the one h2c port."""
+    container = one("ClusterServingRuntime")["spec"]["containers"][0]
+    assert "ports" not in container
+    args = serve_settings(render(container, ISVC_NAME)["args"]).serve
+    assert (args.http_port, args.grpc_port) == (8080, 8081)
+    grpc_port = {"name": "h2c", "containerPort": args.grpc_port, "protocol": "TCP"}
+    merged = {p["containerPort"]: p for p in [*container.get("ports", []), grpc_port]}
+    assert list(merged.values()) == [grpc_port]
 
 
 def test_runtime_container_is_what_kserve_looks_for() -> None:
@@ -305,7 +350,9 @@ def runtime_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
     container = render(one("ClusterServingRuntime")["spec"]["containers"][0], ISVC_NAME)
     port = free_port()
     args = [
-        a.replace("/mnt/models", str(EXAMPLE_IRIS)).replace("--http_port=8080", f"--http_port={port}")
+        a.replace("/mnt/models", str(EXAMPLE_IRIS))
+        .replace("--http_port=8080", f"--http_port={port}")
+        .replace("--grpc_port=8081", f"--grpc_port={free_port()}")
         for a in container["args"]
     ]
     env = {
@@ -355,6 +402,16 @@ def test_runtime_probes_answer_200_on_a_real_server(runtime_server: tuple[str, d
         assert response.status_code == 200, (kind, response.text)
     # {{.Name}} became the model's name, as clients of the InferenceService will call it.
     assert httpx.get(f"{base}/v2/models/{ISVC_NAME}/ready", timeout=5).status_code == 200
+
+
+@pytest.mark.slow
+def test_prometheus_annotations_scrape_a_real_server(runtime_server: tuple[str, dict[str, Any]]) -> None:
+    base, _ = runtime_server
+    path = one("ClusterServingRuntime")["spec"]["annotations"]["prometheus.kserve.io/path"]
+    response = httpx.get(base + path, timeout=5)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "modelport_workers_ready" in response.text
 
 
 def tree(root: Path) -> dict[str, bytes]:

@@ -16,7 +16,9 @@ from storage_servers import (
     AZ_ACCOUNT,
     AZURITE,
     Moto,
+    TlsFiles,
     free_port,
+    make_tls_files,
     start_process,
     stop_process,
 )
@@ -30,6 +32,20 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     proc = start_process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], url, log)
     yield Moto(url)
+    stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def tls_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Moto, TlsFiles]]:
+    """moto over HTTPS, with a certificate from a CA of our own that no system trusts."""
+    folder = tmp_path_factory.mktemp("tls")
+    tls = make_tls_files(folder)
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    cmd += ["--ssl-cert", str(tls.cert), "--ssl-key", str(tls.key)]
+    proc = start_process(cmd, url, folder / "moto.log", cafile=tls.ca)
+    yield Moto(url), tls
     stop_process(proc)
 
 
