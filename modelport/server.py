@@ -1,5 +1,6 @@
 """Assemble and run the server: fetch the model, check it, pick its interpreter, start
-its workers, and serve every protocol on one HTTP port.
+its workers, and serve every protocol on one HTTP port (and the Open Inference Protocol
+over gRPC on --grpc-port, in the same event loop).
 """
 
 from __future__ import annotations
@@ -8,11 +9,12 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import resource
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelport import logs
 from modelport.dataplane import DataPlane
@@ -23,11 +25,15 @@ from modelport.mlmodel.types import ModelSpec
 from modelport.model import ROW_WISE_FLAVORS, ServedModel
 from modelport.protocols.httpserver import HttpServer, Limits
 from modelport.protocols.rest import App
-from modelport.settings import ServeSettings, Settings
+from modelport.settings import Settings
 from modelport.storage import resolve_model
+from modelport.storage.modelcar import wait_for_model
 from modelport.storage.progress import make_reporter
 from modelport.workers.batching import Batcher
 from modelport.workers.pool import WorkerPool
+
+if TYPE_CHECKING:
+    from modelport.protocols.grpc_server import GrpcServer
 
 log = logging.getLogger("modelport")
 
@@ -108,7 +114,8 @@ async def build_model(settings: Settings, model_dir: Path, spec: ModelSpec, pyth
 
 def prepare(settings: Settings) -> tuple[Path, ModelSpec, str]:
     """Everything that can fail before a port is opened: fetch, parse, check, environment."""
-    model_dir = resolve_model(settings.serve.model_uri, settings.storage, settings.cache_dir, make_reporter())
+    uri = wait_for_model(settings.serve)  # MODEL_INIT_MODE=async: a modelcar links the model in later
+    model_dir = resolve_model(uri, settings.storage, settings.cache_dir, make_reporter())
     spec = read_model_spec(model_dir)
     check_layout(model_dir, spec)
     interpreter = resolve_interpreter(model_dir, settings)
@@ -116,15 +123,38 @@ def prepare(settings: Settings) -> tuple[Path, ModelSpec, str]:
     return model_dir, spec, interpreter.python
 
 
+async def start_grpc(settings: Settings, dataplane: DataPlane, http: HttpServer) -> GrpcServer | None:
+    """The gRPC front on --grpc-port (none when it is 0), in this event loop."""
+    opts = settings.serve
+    if not opts.grpc_port:
+        return None
+    # Workers start by fork+exec, so grpc's fork handlers have nothing to do; left on, the C core
+    # logs a line outside the log format at every worker (re)start. Read when grpc is imported.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+    from modelport.protocols.grpc_server import GrpcServer  # grpcio loads only when gRPC is served
+
+    front = GrpcServer(
+        dataplane,
+        opts.host,
+        opts.grpc_port,
+        opts.max_body_bytes,
+        max_metadata_bytes=opts.max_header_bytes,
+        idle_timeout_s=opts.keep_alive_timeout_s,
+    )
+    try:
+        await front.start()
+    except OSError as exc:
+        await http.stop()
+        raise ModelportError(f"cannot listen on {opts.host}:{opts.grpc_port} (gRPC): {exc}") from exc
+    return front
+
+
 async def run_server(settings: Settings) -> int:
     started = time.perf_counter()
     model_dir, spec, python = await asyncio.to_thread(prepare, settings)
     model = await build_model(settings, model_dir, spec, python)
-    if settings.serve.grpc_port != ServeSettings().grpc_port:
-        log.warning(
-            "--grpc-port %d: gRPC is not served yet; V2 is on the HTTP port", settings.serve.grpc_port
-        )
-    app = App(DataPlane({model.name: model}), settings.serve.max_body_bytes)
+    dataplane = DataPlane({model.name: model})
+    app = App(dataplane, settings.serve.max_body_bytes)
     opts = settings.serve
     limits = Limits(opts.max_header_bytes, opts.header_timeout_s, opts.max_connections)
     # The drain leaves a little of the grace period for stopping the workers.
@@ -136,6 +166,7 @@ async def run_server(settings: Settings) -> int:
         raise ModelportError(
             f"cannot listen on {settings.serve.host}:{settings.serve.http_port}: {exc}"
         ) from exc
+    grpc_front = await start_grpc(settings, dataplane, http)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -160,8 +191,13 @@ async def run_server(settings: Settings) -> int:
         log.info("shutting down: answering the requests received, then stopping (--graceful-timeout)")
     finally:
         app.draining = True
+        if grpc_front is not None:
+            await grpc_front.begin_drain()
         model.pool.begin_shutdown()
-        await http.stop()
+        if grpc_front is None:
+            await http.stop()
+        else:
+            await asyncio.gather(http.stop(), grpc_front.stop(drain_s))
         loader.cancel()
         await asyncio.gather(loader, return_exceptions=True)
         await model.batcher.stop()
@@ -171,6 +207,8 @@ async def run_server(settings: Settings) -> int:
 
 def serve(settings: Settings) -> int:
     logs.configure(settings.serve.log_level, settings.serve.log_format, access_log=settings.serve.access_log)
+    for note in settings.serve.notes:
+        log.info("%s", note)
     raise_open_files_limit()
     try:
         import uvloop

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelport.cache import parse_bytes
 from modelport.envs.config import EnvSettings
 from modelport.errors import ModelportError
 from modelport.storage.config import StorageSettings
@@ -62,6 +63,11 @@ class ServeSettings:
     max_header_bytes: int = 64 * 1024
     header_timeout_s: float = 10.0
     keep_alive_timeout_s: float = 120.0
+    # KServe's MODEL_INIT_MODE: "async" (modelcars) means the model folder may appear after start.
+    model_init_mode: str = ""
+    model_wait_timeout_s: float = 300.0
+    # Logged once at start-up (variables read but not acted on).
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,24 +76,54 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     env: EnvSettings = field(default_factory=EnvSettings)
     cache_dir: Path = field(default_factory=lambda: default_cache_dir(os.environ))
+    # Budget for the model and environment cache together (least recently used evicted); None = none.
+    cache_max_bytes: int | None = None
 
 
-def _env_value(environ: Mapping[str, str], name: str) -> str | None:
-    value = environ.get(f"MODELPORT_{name.upper()}")
-    return value if value not in (None, "") else None
+# KServe's kserve-mlserver runtime starts its image with no arguments and only these variables
+# (MLSERVER_MODEL_NAME and MLSERVER_MODEL_URI injected by the controller): read below MODELPORT_*,
+# they let modelport's image replace MLServer's in that runtime unchanged.
+MLSERVER_VARIABLES = {
+    "model_uri": "MLSERVER_MODEL_URI",
+    "model_name": "MLSERVER_MODEL_NAME",
+    "http_port": "MLSERVER_HTTP_PORT",
+    "grpc_port": "MLSERVER_GRPC_PORT",
+}
+
+
+def _env_value(environ: Mapping[str, str], name: str) -> tuple[str, str] | None:
+    """(variable, value) of the first non-empty of MODELPORT_<NAME> and its MLSERVER_* fallback."""
+    names = [f"MODELPORT_{name.upper()}"] + ([MLSERVER_VARIABLES[name]] if name in MLSERVER_VARIABLES else [])
+    for var in names:
+        value = environ.get(var)
+        if value:
+            return var, value
+    return None
 
 
 def _pick(flags: Mapping[str, Any], environ: Mapping[str, str], name: str, cast: Any, default: Any) -> Any:
     value = flags.get(name)
     if value is not None:
         return cast(value)
-    env = _env_value(environ, name)
-    if env is None:
+    found = _env_value(environ, name)
+    if found is None:
         return default
+    var, env = found
     try:
         return cast(env)
     except ValueError as exc:
-        raise ModelportError(f"MODELPORT_{name.upper()}={env!r} is not a valid {cast.__name__}") from exc
+        raise ModelportError(f"{var}={env!r} is not a valid {cast.__name__}") from exc
+
+
+def _startup_notes(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Lines the server logs once at start-up about variables it reads but does not act on."""
+    implementation = environ.get("MLSERVER_MODEL_IMPLEMENTATION")
+    if implementation:
+        return (
+            f"MLSERVER_MODEL_IMPLEMENTATION={implementation!r} ignored: modelport loads every MLflow "
+            "flavor itself",
+        )
+    return ()
 
 
 def _log_format(value: str) -> str:
@@ -137,8 +173,15 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Sett
         max_header_bytes=_pick(flags, environ, "max_header_bytes", int, d.max_header_bytes),
         header_timeout_s=_pick(flags, environ, "header_timeout", float, d.header_timeout_s),
         keep_alive_timeout_s=_pick(flags, environ, "keep_alive_timeout", float, d.keep_alive_timeout_s),
+        model_init_mode=(environ.get("MODEL_INIT_MODE") or d.model_init_mode).strip().lower(),
+        model_wait_timeout_s=_pick(flags, environ, "model_wait_timeout", float, d.model_wait_timeout_s),
+        notes=_startup_notes(environ),
     )
     cache = flags.get("cache_dir") or None
+    try:
+        cache_max_bytes = _pick(flags, environ, "cache_max_bytes", parse_bytes, None)
+    except ValueError as exc:
+        raise ModelportError(f"--cache-max-bytes: {exc}") from exc
     try:
         storage = StorageSettings.from_environ(environ)
         env = EnvSettings.from_flags(flags, environ)
@@ -149,4 +192,5 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Sett
         storage=storage,
         env=env,
         cache_dir=Path(cache) if cache else default_cache_dir(environ),
+        cache_max_bytes=cache_max_bytes,
     )

@@ -31,10 +31,16 @@ class Server:
     port: int
     log_path: Path
     args: list[str] = field(default_factory=list)
+    grpc_port: int = 0  # 0: gRPC not served
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def grpc_target(self) -> str:
+        assert self.grpc_port, "started without grpc=True"
+        return f"127.0.0.1:{self.grpc_port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -56,9 +62,14 @@ def start_server(
     env: dict[str, str] | None = None,
     timeout: float = 180.0,
     expect_ready: bool = True,
+    grpc: bool = False,
 ) -> Server:
-    """Run ``python -m modelport serve`` on a free loopback port; wait for readiness."""
+    """Run ``python -m modelport serve`` on a free loopback port; wait for readiness.
+
+    gRPC is off (``--grpc-port 0``) unless ``grpc`` (a free port) or ``--grpc-port`` in ``args``.
+    """
     port = free_port()
+    grpc_port = free_port() if grpc else 0
     tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"modelport-{port}.log"
     cmd = [
@@ -71,12 +82,13 @@ def start_server(
         "127.0.0.1",
         "--http-port",
         str(port),
+        *(() if "--grpc-port" in args else ("--grpc-port", str(grpc_port))),
         *args,
     ]
     full_env = {**os.environ, "MODELPORT_CACHE_DIR": str(tmp / "cache"), **(env or {})}
     with log_path.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
-    server = Server(proc, port, log_path, cmd)
+    server = Server(proc, port, log_path, cmd, grpc_port)
     if not expect_ready:
         return server
     deadline = time.monotonic() + timeout
@@ -204,20 +216,24 @@ def torch_model(models_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def iris_server(iris_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(iris_model, tmp=tmp_path_factory.mktemp("iris-server"))
+    server = start_server(iris_model, tmp=tmp_path_factory.mktemp("iris-server"), grpc=True)
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def custom_server(custom_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(custom_model, "--name", "greeter", tmp=tmp_path_factory.mktemp("custom-server"))
+    server = start_server(
+        custom_model, "--name", "greeter", tmp=tmp_path_factory.mktemp("custom-server"), grpc=True
+    )
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def torch_server(torch_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(torch_model, "--name", "torch", tmp=tmp_path_factory.mktemp("torch-server"))
+    server = start_server(
+        torch_model, "--name", "torch", tmp=tmp_path_factory.mktemp("torch-server"), grpc=True
+    )
     yield server
     server.stop()

@@ -54,10 +54,25 @@ def test_image_entrypoint_and_cmd_parse_with_modelport_cli() -> None:
     stage = final_stage()
     (entrypoint,) = [json.loads(v) for k, v in stage if k == "ENTRYPOINT"]
     (cmd,) = [json.loads(v) for k, v in stage if k == "CMD"]
-    assert entrypoint == ["modelport"]
-    settings = serve_settings(cmd)
+    # tini at PID 1 forwards SIGTERM to modelport and reaps what its workers leave.
+    assert entrypoint == ["tini", "-s", "--", "modelport"]
+    # No arguments: the kserve-mlserver runtime gives none, only MLSERVER_* variables.
+    assert cmd == ["serve"]
+    mlserver_env = {"MLSERVER_MODEL_URI": "/mnt/models", "MLSERVER_HTTP_PORT": "8080"}
+    flags = vars(make_parser().parse_args(cmd))
+    settings = build_settings(flags, mlserver_env)
     assert settings.serve.model_uri == "/mnt/models"
     assert settings.serve.http_port == 8080
+    # KServe's own runtime for modelport passes args, which replace CMD and keep the entrypoint.
+    settings = serve_settings(["serve", "--model_dir=/mnt/models", "--http_port=8080"])
+    assert settings.serve.model_uri == "/mnt/models"
+
+
+def test_image_never_downloads_a_python_and_keeps_its_cache_on_one_path() -> None:
+    envs = " ".join(v for k, v in final_stage() if k == "ENV")
+    assert "UV_PYTHON_DOWNLOADS=never" in envs
+    assert "MODELPORT_CACHE_DIR=/var/cache/modelport" in envs
+    assert "UV_CACHE_DIR=/var/cache/modelport/uv" in envs
 
 
 def test_image_runs_as_a_numeric_non_root_user() -> None:
@@ -74,11 +89,13 @@ def test_image_base_is_pinned_and_install_is_reproducible() -> None:
         name, _, tag = base.partition(":")
         assert tag and tag != "latest", base
     installs = [c for k, v in steps if k == "RUN" for c in v.split("&&") if "pip install" in c]
-    assert len(installs) == 1
-    words = shlex.split(installs[0])
-    assert "--no-cache-dir" in words
-    assert words[words.index("-c") + 1] == "deploy/constraints.txt"
-    assert words[-1] == "."
+    # The pinned dependencies (a cached layer), then modelport itself with nothing more.
+    assert len(installs) == 2
+    deps, package = (shlex.split(c) for c in installs)
+    assert "--no-cache-dir" in deps and "--only-binary=:all:" in deps
+    assert deps[deps.index("-r") + 1] == "deploy/constraints.txt"
+    assert "--no-deps" in package and package[package.index("-c") + 1] == "deploy/constraints.txt"
+    assert package[-1] == "."
 
 
 def docker_ignored(path: str, patterns: list[str]) -> bool:
