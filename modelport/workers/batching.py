@@ -31,9 +31,6 @@ log = logging.getLogger("modelport.batching")
 Send = Callable[[dict[str, Any], list[Any], Deadline | None], Awaitable[tuple[dict[str, Any], list[Any]]]]
 
 
-decode_result = decode_predict
-
-
 @dataclass
 class PredictCall:
     """A predict request as columns/tensors, before framing."""
@@ -107,9 +104,7 @@ class Batcher:
     async def submit(self, call: PredictCall) -> PredictResult:
         if not self.enabled or not call.batchable or call.rows >= self.max_size:
             self._batch_size.observe(1)
-            return decode_result(
-                *await self.send(*encode_predict(call.arrays, call.layout, call.params), call.deadline)
-            )
+            return decode_predict(*await self.send(*frame(call), call.deadline))
         if self.capacity is not None and not self.capacity.ready:
             raise ModelNotReady("the model is not ready: its workers are starting or restarting")
         if self._free and not self.queue:
@@ -119,7 +114,7 @@ class Batcher:
             try:
                 self._queue_seconds.observe(0.0)
                 self._batch_size.observe(1)
-                return decode_result(*await self.send(*frame(call), call.deadline))
+                return decode_predict(*await self.send(*frame(call), call.deadline))
             finally:
                 self._free += 1
                 if self.queue:
@@ -238,10 +233,8 @@ class Batcher:
         )
         self._batch_size.observe(len(batch))
         try:
-            reply = await self.send(
-                *encode_predict(merged.arrays, merged.layout, merged.params), merged.deadline
-            )
-            parts = split_result(decode_result(*reply), [c.rows for c in batch])
+            reply = await self.send(*frame(merged), merged.deadline)
+            parts = split_result(decode_predict(*reply), [c.rows for c in batch])
         except InvalidInput:
             parts = None  # one request may have spoiled the batch: answer each alone
         except ModelportError as exc:
@@ -260,8 +253,7 @@ class Batcher:
             return
         self._batch_size.observe(1)
         try:
-            frame_ = encode_predict(call.arrays, call.layout, call.params)
-            _resolve(call, result=decode_result(*await self.send(*frame_, call.deadline)))
+            _resolve(call, result=decode_predict(*await self.send(*frame(call), call.deadline)))
         except ModelportError as exc:
             _resolve(call, exc=exc)
 

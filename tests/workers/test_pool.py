@@ -204,12 +204,22 @@ def test_deadlines_answer_504_and_only_the_server_limit_kills_a_worker(sleepy_mo
             held = asyncio.ensure_future(
                 pool.request(*sleep_frame(1000, "stuck"), Deadline(now + 0.2, now + 2, 2))
             )
+            # Recorded when the worker is condemned: it may be dead and restarting (its cause
+            # cleared) before a poll of readiness would see it.
+            condemned: list[tuple[str, float]] = []
+            condemn = worker.condemn
+
+            def spy(cause: str, reason: str) -> None:
+                condemned.append((cause, loop.time()))
+                condemn(cause, reason)
+
+            worker.condemn = spy  # type: ignore[method-assign]
             seen["stuck"] = await asyncio.gather(held, return_exceptions=True)
             seen["ready_after_answer"] = pool.ready
-            while pool.ready and loop.time() - now < 30:
+            while not condemned and loop.time() - now < 30:
                 await asyncio.sleep(0.05)
-            seen["killed_after"] = loop.time() - now
-            seen["cause"] = worker.kill_cause
+            seen["cause"], at = condemned[0] if condemned else (None, loop.time())
+            seen["killed_after"] = at - now
             await asyncio.wait_for(pool.wait_ready(), 120)
             seen["new_pid"] = worker.hello["pid"] != pid
         finally:
