@@ -13,8 +13,30 @@ from modelport.settings import Settings, build_settings
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve one MLflow model over V2, V1 and MLflow scoring")
-    p.add_argument("model_uri", nargs="?", help="model folder or URI (s3://, gs://, models:/, ...)")
+    p = sub.add_parser("serve", help="serve MLflow models over V2, V1 and MLflow scoring")
+    p.add_argument(
+        "model_uris",
+        nargs="*",
+        metavar="MODEL_URI",
+        help="model folder or URI (s3://, gs://, models:/, ...), or NAME=URI; several serve several models",
+    )
+    p.add_argument(
+        "--model-repository",
+        dest="model_repository",
+        help="a folder of model folders (each holding an MLmodel), as KServe's /mnt/models",
+    )
+    p.add_argument(
+        "--load-models-at-startup",
+        dest="load_models_at_startup",
+        choices=["true", "false"],
+        help="load every model before reporting ready (default true); false: load through the repository API",
+    )
+    p.add_argument(
+        "--max-loaded-models",
+        dest="max_loaded_models",
+        type=int,
+        help="models loaded at once; the least recently used is unloaded past it, reloaded on demand (0 = no limit)",
+    )
     # KServe passes these spellings to custom serving runtimes.
     p.add_argument("--model-dir", "--model_dir", dest="model_dir", help="same as MODEL_URI")
     p.add_argument("--name", "--model-name", "--model_name", dest="model_name")
@@ -28,6 +50,12 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         help="Open Inference Protocol over gRPC (default 8081; 0 = no gRPC)",
     )
     p.add_argument("--workers", type=int, help="model worker processes (default 1)")
+    p.add_argument(
+        "--worker-start",
+        dest="worker_start",
+        choices=["fork", "spawn"],
+        help="fork workers from a warm template (default; spawned where unsafe) or spawn each",
+    )
     p.add_argument("--max-body-bytes", dest="max_body_bytes", type=int)
     p.add_argument("--batching", choices=["auto", "on", "off"])
     p.add_argument("--max-batch-size", dest="max_batch_size", type=int)
@@ -74,6 +102,12 @@ def _env_build_flags(p: argparse.ArgumentParser) -> None:
         help="may uv download a missing Python (default automatic; never in the image)",
     )
     p.add_argument("--cache-max-bytes", dest="cache_max_bytes", help="cache budget, e.g. 20G (LRU eviction)")
+    p.add_argument(
+        "--resolve-as-of",
+        dest="resolve_as_of",
+        choices=["created", "now"],
+        help="resolve what the model leaves unpinned as of its creation time (default) or today",
+    )
 
 
 def _cache_parsers(sub: argparse._SubParsersAction) -> None:
@@ -150,10 +184,19 @@ def make_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str], environ: dict[str, str] | None = None) -> int:
     environ = dict(os.environ if environ is None else environ)
-    args = make_parser().parse_args(list(argv))
+    parser = make_parser()
+    args, extra = parser.parse_known_args(list(argv))
+    if extra:
+        if args.command != "serve" or any(e.startswith("-") for e in extra):
+            parser.parse_args(list(argv))  # exits with argparse's own message
+        args.model_uris = [*(args.model_uris or []), *extra]  # MODEL_URIs after flags
     flags = vars(args)
     if args.command == "serve":
-        flags["model_uri"] = flags.get("model_uri") or flags.get("model_dir")
+        uris = list(flags.get("model_uris") or [])
+        if not uris and flags.get("model_dir"):
+            uris = [flags["model_dir"]]
+        flags["model_uris"] = uris
+        flags["model_uri"] = uris[0] if len(uris) == 1 else None
     try:
         settings = build_settings(flags, environ)
         return _dispatch(args, settings)
@@ -168,9 +211,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         from modelport.server import serve
 
-        if not settings.serve.model_uri:
+        serve_opts = settings.serve
+        if not (serve_opts.model_uri or serve_opts.model_uris or serve_opts.model_repository):
             raise ModelportError(
-                "no model given: pass MODEL_URI or --model_dir, or set MODELPORT_MODEL_URI (or MLSERVER_MODEL_URI)"
+                "no model given: pass MODEL_URI or --model_dir, --model-repository DIR, or set "
+                "MODELPORT_MODEL_URI (or MLSERVER_MODEL_URI)"
             )
         return serve(settings)
     if args.command == "fetch":

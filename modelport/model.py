@@ -48,6 +48,10 @@ class ServedModel:
         self.request_timeout = request_timeout  # seconds; 0 = none
         # A plain count the gauge reads when scraped: no lock per request.
         self.in_flight = 0
+        # Requests the dataplane holds this model for (an unload waits for them), and when it
+        # last took one (least recently used unloading).
+        self.users = 0
+        self.last_used = 0.0
         metrics.IN_FLIGHT.labels(name).set_function(lambda: self.in_flight)
         sig = spec.signature
         self._columns: dict[str, FieldSpec] = (
@@ -64,6 +68,11 @@ class ServedModel:
             and all(f.required and f.datatype in _NUMERIC_DATATYPES for f in fields)
         )
         self.numeric_columns: list[str] | None = [f.name for f in fields if f.name] if numeric else None
+
+    @property
+    def mlflow_1(self) -> bool:
+        """The workers run MLflow 1.x: other scoring JSON shapes, bare-list answers, no params."""
+        return str(self.pool.load_info.get("mlflow") or "").startswith("1.")
 
     @property
     def ready(self) -> bool:

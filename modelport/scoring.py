@@ -109,12 +109,13 @@ def predictions_json(result: PredictResult) -> bytes:
 # ``{"predictions": ...}`` is MLflow's response, so V1 prediction is MLflow scoring.
 
 
-def v1_scoring_body(raw: bytes, spec: ModelSpec) -> bytes:
+def v1_scoring_body(raw: bytes, spec: ModelSpec, mlflow_1: bool = False) -> bytes:
     """Check a V1 predict body; return the MLflow scoring body the worker reads.
 
     The core decodes the whole body (so its size bounds what that allocates) and builds
     no tensors: MLflow in the worker does. Nesting is checked first so the worker's
-    parser never recurses past its limit.
+    parser never recurses past its limit. ``mlflow_1``: the worker runs MLflow 1.x, whose
+    parser reads rows as ``{"columns", "data"}`` (it has no ``dataframe_split``) and no params.
     """
     check_json_depth(raw)
     try:
@@ -125,10 +126,18 @@ def v1_scoring_body(raw: bytes, spec: ModelSpec) -> bytes:
         raise InvalidInput("the request body's JSON is nested too deeply") from exc
     if not isinstance(body, dict) or not ({"instances", "inputs"} & body.keys()):
         raise InvalidInput('a V1 predict body is a JSON object with "instances" or "inputs"')
-    return _as_split(body, spec) or raw
+    if mlflow_1 and "params" in body:
+        raise InvalidInput("params need a model served by MLflow 2.6 or newer; this one runs MLflow 1.x")
+    return _as_split(body, spec, mlflow_1) or raw
 
 
-def _as_split(body: dict[str, Any], spec: ModelSpec) -> bytes | None:
+def v1_predictions(body: bytes) -> bytes:
+    """The V1 answer of MLflow 1.x's scoring output, a bare list: ``{"predictions": [...]}``."""
+    stripped = body.lstrip()
+    return b'{"predictions":' + body + b"}" if stripped[:1] == b"[" else body
+
+
+def _as_split(body: dict[str, Any], spec: ModelSpec, mlflow_1: bool = False) -> bytes | None:
     """Rows as lists for a model with named columns: what KServe V1 clients send."""
     sig = spec.signature
     key = "instances" if "instances" in body else "inputs"
@@ -138,6 +147,8 @@ def _as_split(body: dict[str, Any], spec: ModelSpec) -> bytes | None:
     names = [f.name for f in sig.inputs]
     if set(map(type, rows)) != {list} or set(map(len, rows)) != {len(names)} or not all(names):
         return None
+    if mlflow_1:
+        return _encode({"columns": names, "data": rows})
     scoring: dict[str, Any] = {"dataframe_split": {"columns": names, "data": rows}}
     if "params" in body:
         scoring["params"] = body["params"]

@@ -12,6 +12,7 @@ import logging
 import os
 import resource
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,17 +21,26 @@ from modelport import logs
 from modelport.dataplane import DataPlane
 from modelport.envs import resolve_interpreter
 from modelport.errors import EnvironmentError_, ModelportError
-from modelport.mlmodel import check_layout, read_model_spec, rewrite_for_mlflow, shadow_model_dir
+from modelport.mlmodel import (
+    check_layout,
+    read_model_spec,
+    require_python_function,
+    rewrite_for_mlflow,
+    shadow_model_dir,
+)
 from modelport.mlmodel.types import ModelSpec
 from modelport.model import ROW_WISE_FLAVORS, ServedModel
 from modelport.protocols.httpserver import HttpServer, Limits
 from modelport.protocols.rest import App
 from modelport.settings import Settings
+from modelport.startup import for_model, load_at_startup, make_repository, multi_model, summary
 from modelport.storage import resolve_model
 from modelport.storage.modelcar import wait_for_model
 from modelport.storage.progress import make_reporter
 from modelport.workers.batching import Batcher
 from modelport.workers.pool import WorkerPool
+from modelport.workers.process import RUNTIME_DIR
+from modelport.workers.template import discard_early, launch_early, launch_template, plan_for, take_early
 
 if TYPE_CHECKING:
     from modelport.protocols.grpc_server import GrpcServer
@@ -56,17 +66,22 @@ def batching_enabled(mode: str, spec: ModelSpec) -> bool:
     return spec.primary_flavor in ROW_WISE_FLAVORS
 
 
-async def build_model(settings: Settings, model_dir: Path, spec: ModelSpec, python: str) -> ServedModel:
+async def build_model(
+    settings: Settings, model_dir: Path, spec: ModelSpec, python: str, name: str | None = None
+) -> ServedModel:
     """Create the served model; its workers start with ``model.pool.start()``."""
     serve = settings.serve
-    name = serve.model_name or model_dir.name
+    name = name or serve.model_name or model_dir.name
 
     load_paths: dict[str, str] = {}  # by the worker's mlflow version: the same for every (re)start
 
     async def prepare_load(hello: dict[str, Any]) -> str:
         mlflow_version = hello.get("mlflow")
         if not mlflow_version:
-            raise EnvironmentError_(f"the worker interpreter {python} has no mlflow installed")
+            raise EnvironmentError_(
+                f"the worker interpreter {python} cannot import mlflow: no package provides it "
+                "(neither mlflow nor mlflow-skinny is installed there)"
+            )
         if mlflow_version not in load_paths:
             load_paths[mlflow_version] = await asyncio.to_thread(load_path_for, mlflow_version)
         return load_paths[mlflow_version]
@@ -84,6 +99,10 @@ async def build_model(settings: Settings, model_dir: Path, spec: ModelSpec, pyth
         )
         return str(shadow)
 
+    template = None
+    if serve.worker_start == "fork":
+        # Launched now unless one started early: its imports overlap the HTTP and gRPC fronts' start.
+        template = take_early(python) or await launch_template(python, str(RUNTIME_DIR))
     pool = WorkerPool(
         python,
         serve.workers,
@@ -91,6 +110,9 @@ async def build_model(settings: Settings, model_dir: Path, spec: ModelSpec, pyth
         load_timeout=serve.load_timeout_s,
         ping_timeout=serve.worker_ping_timeout_s,
         model=name,
+        start=serve.worker_start,
+        plan=plan_for(spec),
+        template=template,
     )
     batcher = Batcher(
         pool.request,
@@ -113,10 +135,14 @@ async def build_model(settings: Settings, model_dir: Path, spec: ModelSpec, pyth
 
 
 def prepare(settings: Settings) -> tuple[Path, ModelSpec, str]:
-    """Everything that can fail before a port is opened: fetch, parse, check, environment."""
+    """Everything that can fail before a port is opened: fetch, parse, check, environment.
+
+    Of ``settings.serve.model_uri``: one model; the repository prepares each of several alike.
+    """
     uri = wait_for_model(settings.serve)  # MODEL_INIT_MODE=async: a modelcar links the model in later
     model_dir = resolve_model(uri, settings.storage, settings.cache_dir, make_reporter())
     spec = read_model_spec(model_dir)
+    require_python_function(spec)
     check_layout(model_dir, spec)
     interpreter = resolve_interpreter(model_dir, settings)
     log.info("environment: %s", interpreter.reason)
@@ -151,11 +177,21 @@ async def start_grpc(settings: Settings, dataplane: DataPlane, http: HttpServer)
 
 async def run_server(settings: Settings) -> int:
     started = time.perf_counter()
-    model_dir, spec, python = await asyncio.to_thread(prepare, settings)
-    model = await build_model(settings, model_dir, spec, python)
-    dataplane = DataPlane({model.name: model})
-    app = App(dataplane, settings.serve.max_body_bytes)
     opts = settings.serve
+    if opts.worker_start == "fork" and settings.env.policy_kind in ("auto", "local"):
+        # The likely interpreter's template imports mlflow while the model is fetched and checked.
+        await launch_early(opts.python or sys.executable, str(RUNTIME_DIR))
+    dataplane, repository, specs = make_repository(settings)
+    first: ServedModel | None = None
+    if not multi_model(opts, specs):
+        # One model: everything that can fail does so before a port opens (exit 2), as always.
+        name, uri = specs[0]
+        one = for_model(settings, name, uri)
+        model_dir, spec, python = await asyncio.to_thread(prepare, one)
+        first = await build_model(one, model_dir, spec, python)
+        repository.add(first.name, uri)
+        repository.adopt(first)  # routed to at once: its workers' readiness answers while they start
+    app = App(dataplane, opts.max_body_bytes)
     limits = Limits(opts.max_header_bytes, opts.header_timeout_s, opts.max_connections)
     # The drain leaves a little of the grace period for stopping the workers.
     drain_s = max(1.0, opts.graceful_timeout_s - 2.0)
@@ -174,14 +210,20 @@ async def run_server(settings: Settings) -> int:
     failure: list[ModelportError] = []
 
     async def load() -> None:
-        try:
-            await model.pool.start()
-        except ModelportError as exc:
-            failure.append(exc)
-            log.error("model '%s' failed to load: %s", model.name, exc.message)
-            stop.set()
-            return
-        log.info("model '%s' ready in %.2f s (launch to ready)", model.name, time.perf_counter() - started)
+        if first is None:
+            await load_at_startup(repository, dataplane, opts)
+            log.info("start-up loads done in %.2f s: %s", time.perf_counter() - started, summary(repository))
+        else:
+            try:
+                await first.pool.start()
+            except ModelportError as exc:
+                failure.append(exc)
+                log.error("model '%s' failed to load: %s", first.name, exc.message)
+                stop.set()
+                return
+            log.info(
+                "model '%s' ready in %.2f s (launch to ready)", first.name, time.perf_counter() - started
+            )
         gc.collect()
         gc.freeze()  # start-up objects live forever: keep them out of every later collection
 
@@ -193,15 +235,19 @@ async def run_server(settings: Settings) -> int:
         app.draining = True
         if grpc_front is not None:
             await grpc_front.begin_drain()
-        model.pool.begin_shutdown()
+        for model in [*dataplane.models.values(), *([first] if first is not None else [])]:
+            model.pool.begin_shutdown()
         if grpc_front is None:
             await http.stop()
         else:
             await asyncio.gather(http.stop(), grpc_front.stop(drain_s))
         loader.cancel()
         await asyncio.gather(loader, return_exceptions=True)
-        await model.batcher.stop()
-        await model.pool.stop()
+        if first is not None and first.name not in dataplane.models:
+            await first.batcher.stop()
+            await first.pool.stop()
+        await repository.stop_all()
+        await discard_early()
     return 1 if failure else 0
 
 

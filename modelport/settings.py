@@ -41,10 +41,20 @@ class BatchSettings:
 class ServeSettings:
     model_uri: str = ""
     model_name: str = ""
+    # Several models: every MODEL_URI given (each URI or NAME=URI); one alone is model_uri.
+    model_uris: tuple[str, ...] = ()
+    # A folder of model folders (KServe's /mnt/models): each holding an MLmodel is a model.
+    model_repository: str = ""
+    load_models_at_startup: bool = True
+    # Models loaded at once; past it the least recently used is unloaded (0 = no limit).
+    max_loaded_models: int = 0
     host: str = "0.0.0.0"
     http_port: int = 8080
     grpc_port: int = 8081
     workers: int = 1
+    # "fork": workers forked from a warm template (spawned where that is unsafe); "spawn": each a
+    # fresh interpreter.
+    worker_start: str = "fork"
     max_body_bytes: int = DEFAULT_MAX_BODY
     batch: BatchSettings = field(default_factory=BatchSettings)
     # Interpreter the workers run under; None means the current one (or the
@@ -132,6 +142,12 @@ def _log_format(value: str) -> str:
     return value
 
 
+def _worker_start(value: str) -> str:
+    if value not in ("fork", "spawn"):
+        raise ValueError(f"worker start {value!r}: expected fork or spawn")
+    return value
+
+
 def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -143,6 +159,13 @@ def _boolean(value: Any) -> bool:
     raise ValueError(f"{value!r} is not a boolean")
 
 
+def _count(value: Any) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"{value!r} is negative")
+    return number
+
+
 def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     """Combine parsed CLI flags (None = not given) with the environment."""
     d = ServeSettings()
@@ -152,13 +175,23 @@ def build_settings(flags: Mapping[str, Any], environ: Mapping[str, str]) -> Sett
         max_size=_pick(flags, environ, "max_batch_size", int, b.max_size),
         max_wait_ms=_pick(flags, environ, "max_batch_wait_ms", float, b.max_wait_ms),
     )
+    uris = tuple(flags.get("model_uris") or ())
+    if len(uris) == 1 and not flags.get("model_uri"):
+        flags = {**flags, "model_uri": uris[0]}  # one MODEL_URI: the single-model server
     serve = ServeSettings(
         model_uri=_pick(flags, environ, "model_uri", str, d.model_uri),
         model_name=_pick(flags, environ, "model_name", str, d.model_name),
+        model_uris=uris,
+        model_repository=_pick(flags, environ, "model_repository", str, d.model_repository),
+        load_models_at_startup=_pick(
+            flags, environ, "load_models_at_startup", _boolean, d.load_models_at_startup
+        ),
+        max_loaded_models=_pick(flags, environ, "max_loaded_models", _count, d.max_loaded_models),
         host=_pick(flags, environ, "host", str, d.host),
         http_port=_pick(flags, environ, "http_port", int, d.http_port),
         grpc_port=_pick(flags, environ, "grpc_port", int, d.grpc_port),
         workers=_pick(flags, environ, "workers", int, d.workers),
+        worker_start=_pick(flags, environ, "worker_start", _worker_start, d.worker_start),
         max_body_bytes=_pick(flags, environ, "max_body_bytes", int, d.max_body_bytes),
         batch=batch,
         python=_pick(flags, environ, "python", str, d.python),

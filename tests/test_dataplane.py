@@ -36,6 +36,9 @@ class FakeModel:
         self.numeric_columns = numeric_columns
         self.refuse = refuse
         self.calls: list[tuple[str, Any]] = []
+        self.users = 0  # held by the dataplane while a request runs
+        self.mlflow_1 = False  # its workers run MLflow 2 or 3
+        self.last_used = 0.0
 
     def table_call(self, arrays: list[tuple[str, np.ndarray]], params: dict[str, Any] | None) -> PredictCall:
         if self.refuse:
@@ -144,7 +147,7 @@ def test_deep_json_is_refused_before_any_model_sees_it(iris_spec: ModelSpec) -> 
 def test_scoring_picks_the_only_model_or_the_named_one(iris_spec: ModelSpec) -> None:
     a, b = FakeModel(iris_spec, None), FakeModel(iris_spec, None)
     dp = DataPlane({"a": a, "b": b})  # type: ignore[dict-item]
-    with pytest.raises(ModelNotFound, match="exactly one"):
+    with pytest.raises(ModelNotFound, match="only model .* has 2"):
         asyncio.run(dp.score(None, b"{}", "application/json"))
     asyncio.run(dp.score("b", b"{}", "application/json"))
     assert a.calls == [] and len(b.calls) == 1

@@ -57,3 +57,12 @@ def test_model_init_mode_and_wait_timeout() -> None:
     s = serve_settings([], {"MODEL_INIT_MODE": "async", "MODELPORT_MODEL_WAIT_TIMEOUT": "12"}).serve
     assert (s.model_init_mode, s.model_wait_timeout_s) == ("async", 12.0)
     assert serve_settings([], {}).serve.model_init_mode == ""
+
+
+def test_worker_start_from_flag_or_variable() -> None:
+    assert serve_settings([], {}).serve.worker_start == "fork"
+    assert serve_settings([], {"MODELPORT_WORKER_START": "spawn"}).serve.worker_start == "spawn"
+    env = {"MODELPORT_WORKER_START": "spawn"}
+    assert serve_settings(["--worker-start", "fork"], env).serve.worker_start == "fork"
+    with pytest.raises(ModelportError, match="MODELPORT_WORKER_START='thread'"):
+        serve_settings([], {"MODELPORT_WORKER_START": "thread"})

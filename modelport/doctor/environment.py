@@ -15,7 +15,7 @@ from modelport.doctor.context import Context
 from modelport.doctor.fetch import human_bytes
 from modelport.doctor.report import FAIL, OK, WARN, CheckResult
 from modelport.envs import drift
-from modelport.envs.build import index_args, uv_binary
+from modelport.envs.build import exclude_newer, index_args, uv_binary
 from modelport.envs.requirements import ModelEnv
 from modelport.errors import ModelportError
 
@@ -51,6 +51,14 @@ def check_environment(ctx: Context) -> CheckResult:
     }
     status, parts, fixes = OK, [], []
     where = f"{installed.python} (Python {installed.python_version})"
+    if model.inferred:
+        details["inferred"] = list(model.inferred)
+        status = WARN
+        parts.append(
+            "the model carries no environment files (requirements.txt, python_env.yaml, conda.yaml): "
+            f"its environment is inferred from MLmodel: {', '.join(model.inferred)}"
+        )
+        fixes.append("copy the environment files MLflow saved with the model, or save it again with them")
     if blocking:
         summary = report.summary(limit=4)
         if explicit:
@@ -161,6 +169,7 @@ def resolve(model: ModelEnv, ctx: Context) -> dict[str, Any]:
             "--python-version",
             python,
             *(["--offline"] if settings.env.offline else []),
+            *(["--exclude-newer", as_of] if (as_of := exclude_newer(model, settings.env)) else []),
             *index_args(settings.env),
             *model.index_args,
             *flags,

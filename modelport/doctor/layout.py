@@ -7,7 +7,7 @@ from typing import Any
 from modelport.doctor.context import Context
 from modelport.doctor.report import FAIL, OK, WARN, CheckResult
 from modelport.errors import ModelportError
-from modelport.mlmodel import check_layout, missing_env_files, required_paths
+from modelport.mlmodel import check_layout, lfs, missing_env_files, required_paths
 
 
 def check_layout_files(ctx: Context) -> CheckResult:
@@ -20,11 +20,12 @@ def check_layout_files(ctx: Context) -> CheckResult:
         problems = list(exc.details.get("problems") or [exc.message])
         details["problems"] = problems
         flattened = any("flattened" in p for p in problems)
-        fix = (
-            "copy the model folder with its subfolders intact (a storage copy flattened it)"
-            if flattened
-            else "upload the whole folder MLflow saved (mlflow.<flavor>.save_model / log_model output)"
-        )
+        if exc.details.get("lfs_pointers"):
+            fix = lfs.HINT
+        elif flattened:
+            fix = "copy the model folder with its subfolders intact (a storage copy flattened it)"
+        else:
+            fix = "upload the whole folder MLflow saved (mlflow.<flavor>.save_model / log_model output)"
         return CheckResult("layout", FAIL, "; ".join(problems), fix, details)
     ctx.layout_ok = True
     missing_env = missing_env_files(ctx.model_dir, ctx.spec)

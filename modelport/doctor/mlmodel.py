@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelport.doctor.context import Context
-from modelport.doctor.report import OK, WARN, CheckResult
+from modelport.doctor.report import FAIL, OK, WARN, CheckResult
 from modelport.mlmodel import read_model_spec
 
 
@@ -47,9 +47,9 @@ def check_mlmodel(ctx: Context) -> CheckResult:
     if "python_function" not in spec.flavors:
         return CheckResult(
             "mlmodel",
-            WARN,
+            FAIL,
             f"{message}; no python_function flavor, so MLflow's pyfunc loader (which every server uses) "
-            "cannot load it",
+            "cannot load it, and modelport serve refuses it before starting a worker",
             "save the model with a flavor that writes python_function (mlflow.<flavor>.save_model does)",
             details,
         )

@@ -9,6 +9,7 @@ import collections
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ from modelport.envs.requirements import ModelEnv
 from modelport.errors import EnvironmentError_
 
 Progress = Callable[[str], None]
+log = logging.getLogger("modelport.envs")
 
 _VERIFY = r"""
 import gc; gc.disable()  # nothing to collect while importing; ~15% faster
@@ -119,24 +121,55 @@ def build_uv_env(
             # The lock is the exact environment; requirements.txt was exported from it.
             _uv_sync(model, uv, dest, settings, env, progress)
             steps = [list(model.build_requirements), list(model.added)]
+        as_of = exclude_newer(model, settings)
         for args in steps:
-            if args:
-                cmd = [
-                    uv,
-                    "pip",
-                    "install",
-                    "--python",
-                    python,
-                    *uv_flags(settings),
-                    *index_args(settings),
-                    *_model_index_args(model, settings),
-                    *args,
-                ]
+            if not args:
+                continue
+            cmd = [
+                uv,
+                "pip",
+                "install",
+                "--python",
+                python,
+                *uv_flags(settings),
+                *index_args(settings),
+                *_model_index_args(model, settings),
+                *args,
+            ]
+            if as_of is None:
+                run_tool(cmd, "uv pip install", env, progress, cwd=model.model_dir)
+                continue
+            try:
+                run_tool(
+                    [*cmd, "--exclude-newer", as_of], "uv pip install", env, progress, cwd=model.model_dir
+                )
+            except EnvironmentError_ as exc:
+                # Pins the saving machine could not have had (edited after saving), or no wheel
+                # of that day for this Python: today's index may still do. Anything else (uv
+                # killed, the index unreachable) is not the date's fault.
+                if not any(sign in exc.message for sign in _DATED_FAILURES):
+                    raise
+                log.warning(
+                    "resolving as of the model's creation (%s) failed; resolving with today's index: %s",
+                    as_of,
+                    exc.message.splitlines()[-1] if exc.message else "",
+                )
                 run_tool(cmd, "uv pip install", env, progress, cwd=model.model_dir)
     except EnvironmentError_ as exc:
         if settings.offline:
             raise EnvironmentError_(offline_message(exc.message, model, settings)) from exc
         raise
+
+
+_DATED_FAILURES = ("No solution found", "Failed to build", "exclude-newer")
+
+
+def exclude_newer(model: ModelEnv, settings: EnvSettings) -> str | None:
+    """The date uv resolves the model's requirements as of: its creation, unless turned off
+    (--resolve-as-of now), unknown, or decided by the operator's own UV_EXCLUDE_NEWER."""
+    if settings.resolve_as_of != "created" or settings.process_environ.get("UV_EXCLUDE_NEWER"):
+        return None
+    return model.created
 
 
 def _model_index_args(model: ModelEnv, settings: EnvSettings) -> list[str]:
@@ -194,9 +227,13 @@ def _uv_sync(
         run_tool(cmd, "uv sync", sync_env, progress, cwd=Path(project))
 
 
-def verify_env(python: Path, loader_module: str | None, environ: dict[str, str]) -> dict[str, Any]:
+def verify_env(
+    python: Path, loader_module: str | None, environ: dict[str, str], model_dir: Path | None = None
+) -> dict[str, Any]:
     """Run the environment's Python as the worker will (-I) and import mlflow and the loader."""
     loader = loader_module or "mlflow.pyfunc"
+    if model_dir is not None and _ships_with_model(model_dir, loader):
+        loader = "mlflow.pyfunc"  # a loader in the model's code/ folder is on sys.path only at load
     try:
         proc = subprocess.run(
             [str(python), "-I", "-c", _VERIFY, loader],
@@ -216,6 +253,15 @@ def verify_env(python: Path, loader_module: str | None, environ: dict[str, str])
             f"the environment at {python.parent.parent} cannot import mlflow and {loader}: {last}"
         )
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _ships_with_model(model_dir: Path, module: str) -> bool:
+    top = module.split(".", 1)[0]
+    return any(
+        (folder / f"{top}.py").is_file() or (folder / top / "__init__.py").is_file()
+        for folder in model_dir.iterdir()
+        if folder.is_dir()
+    )
 
 
 def run_tool(

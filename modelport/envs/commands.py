@@ -49,6 +49,11 @@ def format_table(report: DriftReport) -> str:
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = [f"interpreter: {report.python}"]
+    if report.inferred:
+        lines.append(
+            "requirements inferred from MLmodel (the model carries no environment files): "
+            + ", ".join(report.inferred)
+        )
     for i, row in enumerate(rows):
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         if i == 0:

@@ -13,6 +13,8 @@ from typing import Any
 
 POLICIES = ("auto", "local", "uv", "conda", "tarball", "path")
 PYTHON_DOWNLOADS = ("never", "automatic", "manual")
+# What a model leaves unpinned resolves as of its creation (MLmodel's utc_time_created), or today.
+RESOLVE_AS_OF = ("created", "now")
 
 # Variables passed on to uv and to the interpreters we probe; anything else of the
 # server's environment (credentials for storage, MODELPORT_*) stays out of them.
@@ -58,6 +60,8 @@ class EnvSettings:
     offline: bool = False
     # May uv download a Python the machine lacks? (UV_PYTHON_DOWNLOADS; "never" in the image.)
     python_downloads: str = "automatic"
+    # "created": uv's --exclude-newer at the model's creation time; "now": the index as it is today.
+    resolve_as_of: str = "created"
 
     @property
     def policy_kind(self) -> str:
@@ -93,6 +97,9 @@ class EnvSettings:
         )
         if downloads not in PYTHON_DOWNLOADS:
             raise ValueError(f"python downloads {downloads!r}: expected never, automatic or manual")
+        as_of = flags.get("resolve_as_of") or environ.get("MODELPORT_RESOLVE_AS_OF") or cls.resolve_as_of
+        if as_of not in RESOLVE_AS_OF:
+            raise ValueError(f"resolve as of {as_of!r}: expected created or now")
         return cls(
             policy=policy,
             strict=strict,
@@ -104,6 +111,7 @@ class EnvSettings:
             process_environ=passed,
             offline=offline,
             python_downloads=downloads,
+            resolve_as_of=as_of,
         )
 
 

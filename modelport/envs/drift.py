@@ -94,6 +94,8 @@ class DriftRow:
 class DriftReport:
     python: str
     rows: tuple[DriftRow, ...]
+    # The model's requirements inferred from MLmodel (it carries no environment files).
+    inferred: tuple[str, ...] = ()
 
     @property
     def blocking(self) -> tuple[DriftRow, ...]:
@@ -115,6 +117,7 @@ class DriftReport:
             "python": self.python,
             "blocking": bool(self.blocking),
             "rows": [asdict(r) for r in self.rows],
+            "inferred": list(self.inferred),
         }
 
 
@@ -171,7 +174,7 @@ def diff(model: ModelEnv, installed: InstalledEnv) -> DriftReport:
         # A conda package with no PyPI counterpart: named so that nobody wonders where it went.
         name, _, why = what.partition(" (")
         rows.append(DriftRow(name, f"conda: {why.rstrip(')') or 'unmapped'}", None, "unmapped", False, False))
-    return DriftReport(installed.python, tuple(rows))
+    return DriftReport(installed.python, tuple(rows), model.inferred)
 
 
 def classify(req: Requirement, installed: InstalledEnv, flavor: str) -> DriftRow:

@@ -17,6 +17,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from modelport.envs.conda import read_conda
+from modelport.envs.inferred import created_at, infer_requirements
 from modelport.envs.reqfiles import ParsedRequirements, parse_file, parse_lines
 from modelport.errors import EnvironmentError_, ModelportError
 from modelport.mlmodel.spec import read_model_spec
@@ -55,6 +56,10 @@ class ModelEnv:
     # The file the requirements were read from: python_env.yaml, requirements.txt or conda.yaml.
     source: str = ""
     conda_file: Path | None = None
+    # Requirements inferred from MLmodel for a model that carries no environment files.
+    inferred: tuple[str, ...] = ()
+    # When the model was saved (MLmodel's utc_time_created, RFC 3339): the resolution date.
+    created: str | None = None
 
     def describe(self) -> str:
         names = [str(r) for r in self.requirements[:4]]
@@ -73,6 +78,7 @@ def read_model_env(model_dir: Path) -> ModelEnv:
     build_reqs: list[str] = []
     unmapped: list[str] = []
     source = "MLmodel"
+    inferred: list[str] = []
     conda_path: Path | None = None
 
     env_files: dict[str, str] = spec["env_files"]
@@ -113,6 +119,12 @@ def read_model_env(model_dir: Path) -> ModelEnv:
         # and 2.x import pkg_resources (gone from setuptools 82).
         build_reqs = ["pip", _fix_build_dep("setuptools", spec["mlflow_version"])]
         hasher.update("\0".join(build_reqs).encode())
+    else:
+        inferred = infer_requirements(spec["spec"])
+        parse_lines(inferred, model_dir, "MLmodel (inferred)", parsed, hasher)
+        if spec["mlflow_version"] and spec["mlflow_version"].split(".")[0] in {"1", "2"}:
+            build_reqs = ["pip", _fix_build_dep("setuptools", spec["mlflow_version"])]
+            hasher.update("\0".join(build_reqs).encode())
     python_version = python_version or spec["python_version"]
 
     requirements = [_pin_mlflow(r, spec["mlflow_version"]) for r in parsed.requirements]
@@ -154,6 +166,8 @@ def read_model_env(model_dir: Path) -> ModelEnv:
         unmapped=tuple(unmapped),
         source=source,
         conda_file=conda_path,
+        inferred=tuple(inferred),
+        created=created_at(spec["spec"]),
     )
 
 
@@ -201,6 +215,7 @@ def _read_spec(model_dir: Path) -> dict[str, Any]:
         "python_version": spec.python_version,
         "mlflow_version": spec.mlflow_version,
         "loader_module": spec.loader_module,
+        "spec": spec,
     }
 
 

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING
 
 from modelport import cache as store
 from modelport.envs import cache, conda, drift, tarball
-from modelport.envs.build import Progress, build_uv_env, run_tool, tool_settings, uv_binary, verify_env
+from modelport.envs.build import (
+    Progress,
+    build_uv_env,
+    exclude_newer,
+    run_tool,
+    tool_settings,
+    uv_binary,
+    verify_env,
+)
 from modelport.envs.pythons import BasePython, find_base_python
 from modelport.envs.requirements import ModelEnv, read_model_env
 from modelport.errors import EnvironmentError_, StorageError
@@ -139,15 +147,18 @@ def _uv(
         )
     else:
         base = find_base_python(model.python_version, settings.env, uv)
-    key = cache.cache_key("uv", model.digest, base.version)
+    as_of = exclude_newer(model, settings.env)
+    key = cache.cache_key("uv", model.digest, base.version, *([f"exclude-newer={as_of}"] if as_of else []))
     root = settings.cache_dir / "envs"
 
     def build(tmp: Path) -> None:
         log.info(
-            "building the model's environment with uv: Python %s (%s), %s%s",
+            "building the model's environment with uv: Python %s (%s), %s%s%s%s",
             base.version,
             base.note,
             model.describe(),
+            " (inferred from MLmodel: the model carries no environment files)" if model.inferred else "",
+            f", resolved as of {as_of}" if as_of else "",
             " (offline)" if settings.env.offline else "",
         )
         if model.unmapped:
@@ -160,7 +171,7 @@ def _uv(
 
     def finish(entry: Path) -> dict[str, object]:
         versions = verify_env(
-            entry / "bin" / "python", model.loader_module, dict(settings.env.process_environ)
+            entry / "bin" / "python", model.loader_module, dict(settings.env.process_environ), model.model_dir
         )
         return {
             "kind": "uv",
@@ -169,12 +180,16 @@ def _uv(
             "versions": versions,
             "requirements": [str(r) for r in model.requirements],
             "added": list(model.added),
+            "inferred": list(model.inferred),
+            "resolved_as_of": as_of,
         }
 
     hit = cache.get_or_build(root, key, build, finish, on_wait=log.info, max_bytes=settings.cache_max_bytes)
     _record_build("uv", hit)
     python = str(hit.path / "bin" / "python")
     note = "" if base.note == "exact" else f", Python {base.note}"
+    if model.inferred:
+        note += f"; environment inferred from MLmodel ({', '.join(model.inferred)}): the model carries none"
     if hit.built:
         reason = f"{why} → built uv env at {hit.path} in {hit.seconds:.1f} s{note}"
     else:
@@ -213,7 +228,7 @@ def _conda(model: ModelEnv, settings: Settings, progress: Progress) -> Interpret
 
     def finish(entry: Path) -> dict[str, object]:
         versions = verify_env(
-            entry / "bin" / "python", model.loader_module, dict(settings.env.process_environ)
+            entry / "bin" / "python", model.loader_module, dict(settings.env.process_environ), model.model_dir
         )
         return {"kind": "conda", "python": "bin/python", "tool": exe, "versions": versions}
 
@@ -253,7 +268,9 @@ def _tarball(model_dir: Path, settings: Settings, progress: Progress) -> Interpr
         prefix = tarball.find_prefix(entry)
         layout["kind"] = tarball.relocate(prefix, settings.env, progress)
         python = prefix / "bin" / "python"
-        versions = verify_env(python, model.loader_module, dict(settings.env.process_environ))
+        versions = verify_env(
+            python, model.loader_module, dict(settings.env.process_environ), model.model_dir
+        )
         return {
             "kind": layout["kind"],
             "python": str(python.relative_to(entry)),

@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from modelport.errors import LayoutError
+from modelport.mlmodel import lfs
 from modelport.mlmodel.spec import list_entries
 from modelport.mlmodel.types import ModelSpec
 
@@ -28,8 +29,17 @@ PATH_KEYS: dict[str, str] = {
 PYTORCH_PICKLE = "model.pth"
 PYTORCH_PICKLE_INFO = "pickle_module_info.txt"
 PYTORCH_EXPORTED = "model.pt2"
-# Flavors whose path is a file-name prefix: paddle.jit.save writes model.pdiparams (+ .pdmodel or .json).
-PREFIX_SUFFIX = {"paddle": ".pdiparams"}
+# Flavors whose pickled_model is a file-name prefix the loader completes: paddle.jit.load reads
+# model.pdiparams (+ .pdmodel or .json); sktime's load() opens str(path) + ".zip" (sktime's own
+# flavor, "mlflow_sktime"; mlflavors' "sktime" flavor writes the pickle under its full name).
+PREFIX_SUFFIX = {"paddle": ".pdiparams", "mlflow_sktime": ".zip"}
+# Files a flavor's loader opens inside its `data` folder: h2o reads h2o.yaml (which names the
+# model file); spacy.load reads meta.json (spaCy 2 and 3 both write it).
+INNER_FILES = {"h2o": "h2o.yaml", "spacy": "meta.json"}
+# Keras models in `data`: "model" plus the suffix of the format (.h5, .keras; none: a SavedModel
+# folder), as mlflow.keras (1.x, 3.x) and mlflow.tensorflow (2.x) load them.
+KERAS_FLAVORS = ("keras", "tensorflow")
+KERAS_MODEL = "model"
 _SEARCH_DEPTH = 4
 _SEARCH_LIMIT = 5000
 
@@ -41,15 +51,27 @@ class Need:
     rel: str
     kind: str  # "file", "dir" or "any"
     why: str
-    alternative: str | None = None  # another rel path that satisfies the need
+    alternatives: tuple[str, ...] = ()  # other rel paths that satisfy the need
 
 
 def check_layout(model_dir: Path, spec: ModelSpec) -> None:
     """Raise LayoutError naming every path the loader needs that is missing."""
     model_dir = Path(model_dir)
-    described = [_describe(model_dir, need) for need in required_paths(model_dir, spec)]
+    needs = required_paths(model_dir, spec)
+    described = [_describe(model_dir, need) for need in needs]
     problems = [p for p in described if p]
     if not problems:
+        # Whole top-level entries: a need may stand for a folder whose other files load too.
+        tops = {PurePosixPath(n.rel).parts[0] for n in needs}
+        tops.update(rel for rel in [spec.input_example_path] if rel)
+        pointers = lfs.find_pointers(model_dir, sorted(tops))
+        if pointers:
+            raise LayoutError(
+                f"model folder {model_dir} holds Git LFS pointers: " + "; ".join(pointers) + f"; {lfs.HINT}",
+                path=str(model_dir),
+                problems=pointers,
+                lfs_pointers=True,
+            )
         return
     raise LayoutError(
         f"model folder {model_dir} lacks what its MLmodel names: " + "; ".join(problems),
@@ -100,6 +122,13 @@ def _flavor_needs(model_dir: Path, flavor: str, conf: dict[str, Any]) -> Iterato
             yield Need(basename, "file", "python_function.model_code_path")
     if flavor == "pytorch":
         yield from _pytorch_needs(model_dir, conf)
+    data = _relative(conf.get("data"))
+    if data is not None and flavor in INNER_FILES and (model_dir / data).is_dir():
+        yield Need(f"{data}/{INNER_FILES[flavor]}", "file", f"{flavor}.data")
+    if data is not None and flavor in KERAS_FLAVORS and (model_dir / data).is_dir():
+        # mlflow.tensorflow's SavedModel flavor has no `data`; its Keras models do.
+        base = f"{data}/{KERAS_MODEL}"
+        yield Need(base, "any", f"{flavor}.data", alternatives=(f"{base}.h5", f"{base}.keras"))
 
 
 def _pytorch_needs(model_dir: Path, conf: dict[str, Any]) -> Iterator[Need]:
@@ -111,7 +140,7 @@ def _pytorch_needs(model_dir: Path, conf: dict[str, Any]) -> Iterator[Need]:
     if (model_dir / rel / PYTORCH_PICKLE).is_file():
         yield Need(f"{rel}/{PYTORCH_PICKLE_INFO}", "file", why)
     elif not (model_dir / rel / PYTORCH_EXPORTED).is_file():
-        yield Need(f"{rel}/{PYTORCH_PICKLE}", "file", why, alternative=f"{rel}/{PYTORCH_EXPORTED}")
+        yield Need(f"{rel}/{PYTORCH_PICKLE}", "file", why, alternatives=(f"{rel}/{PYTORCH_EXPORTED}",))
 
 
 def _relative(value: Any) -> str | None:
@@ -130,12 +159,12 @@ def _describe(model_dir: Path, need: Need) -> str | None:
     target = model_dir / need.rel
     if PurePosixPath(need.rel).parts[0] == ".." or not _inside(model_dir, target):
         return f"{need.rel} ({need.why}) points outside the model folder"
-    if _present(target, need.kind) or (need.alternative and (model_dir / need.alternative).exists()):
+    if _present(target, need.kind) or any((model_dir / alt).exists() for alt in need.alternatives):
         return None
     wanted = {"file": "file", "dir": "folder", "any": "file or folder"}[need.kind]
     if target.exists():
         return f"{need.rel} ({need.why}) should be a {wanted}"
-    name = need.rel + (f" or {need.alternative}" if need.alternative else "")
+    name = " or ".join([need.rel, *need.alternatives])
     sentence = f"{name} ({need.why}) is missing"
     hint = _relocation_hint(model_dir, need)
     if hint:
@@ -159,7 +188,7 @@ def _inside(model_dir: Path, target: Path) -> bool:
 
 def _relocation_hint(model_dir: Path, need: Need) -> str | None:
     """Explain a same-named entry at another depth: a flattened or a nested copy."""
-    wanted = [PurePosixPath(need.rel)] + ([PurePosixPath(need.alternative)] if need.alternative else [])
+    wanted = [PurePosixPath(rel) for rel in (need.rel, *need.alternatives)]
     for expected in wanted:
         found = sorted(
             (p for p in _walk(model_dir) if p.name == expected.name and p != expected),

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from modelport.errors import ModelLoadError
+from modelport.mlmodel import lfs
 from modelport.mlmodel.signature import parse_signature
 from modelport.mlmodel.types import ModelSpec
 
@@ -81,6 +82,9 @@ def read_model_spec(model_dir: Path) -> ModelSpec:
     mlmodel = model_dir / MLMODEL
     if not mlmodel.is_file():
         raise ModelLoadError(_missing_mlmodel_message(model_dir), path=str(model_dir))
+    size = lfs.pointer_size(mlmodel)
+    if size is not None:
+        raise ModelLoadError(f"{lfs.describe_pointer(str(mlmodel), size)}; {lfs.HINT}", path=str(model_dir))
     try:
         text = mlmodel.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -89,6 +93,21 @@ def read_model_spec(model_dir: Path) -> ModelSpec:
     if (model_dir / REQUIREMENTS).is_file() and "requirements" not in spec.env_files:
         spec = replace(spec, env_files={**spec.env_files, "requirements": REQUIREMENTS})
     return spec
+
+
+def require_python_function(spec: ModelSpec) -> None:
+    """Refuse, before anything starts, a model MLflow's pyfunc loader cannot load (an R crate, a
+    flavor-only MLmodel): every protocol modelport serves goes through mlflow.pyfunc."""
+    if "python_function" in spec.flavors:
+        return
+    where = f" ({spec.path})" if spec.path else ""
+    raise ModelLoadError(
+        f"the model{where} has no python_function flavor, so MLflow's pyfunc loader cannot load it; "
+        f"its flavors: {', '.join(spec.flavors)}. Save it with a flavor that writes python_function "
+        "(mlflow.<flavor>.save_model does), or serve it with its own flavor's server",
+        path=spec.path,
+        flavors=list(spec.flavors),
+    )
 
 
 def list_entries(folder: Path, limit: int = _LISTING_LIMIT) -> str:

@@ -47,8 +47,12 @@ class ReadinessHealth(health_aio.HealthServicer):  # type: ignore[misc]
         ready = self.dataplane.ready()
         for service in ("", SERVICE):
             await self._update(service, ready)
-        for name, model in self.dataplane.models.items():
-            await self._update(name, model.ready)
+        models = self.dataplane.models
+        repository = self.dataplane.repository
+        # Every model known, loaded or not (listed first: loads and unloads change the dicts).
+        for name in list(repository.entries if repository is not None else models):
+            model = models.get(name)
+            await self._update(name, model is not None and model.ready)
 
     async def _update(self, service: str, ready: bool) -> None:
         status = SERVING if ready else NOT_SERVING

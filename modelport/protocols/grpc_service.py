@@ -24,6 +24,7 @@ from modelport.errors import GRPC_STATUS, InvalidInput, ModelportError, PayloadT
 from modelport.protocols.codecs import OFF_LOOP_BYTES, off_loop, output_nbytes
 from modelport.protocols.grpc_tensors import decode_request, response_bytes, varint
 from modelport.protocols.proto import inference_pb2 as pb
+from modelport.protocols.v2_repository import load_model, load_uri, repository_of
 
 log = logging.getLogger("modelport.grpc")
 
@@ -107,6 +108,9 @@ class InferenceService:
             "ModelMetadata": unary(self._unary("ModelMetadata", self._model_metadata)),
             "ModelInfer": unary(self._unary("ModelInfer", self._infer)),
             "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(self._stream_infer),
+            "RepositoryIndex": unary(self._unary("RepositoryIndex", self._repository_index)),
+            "RepositoryModelLoad": unary(self._unary("RepositoryModelLoad", self._repository_load)),
+            "RepositoryModelUnload": unary(self._unary("RepositoryModelUnload", self._repository_unload)),
         }
 
     def begin_drain(self) -> None:
@@ -276,7 +280,7 @@ class InferenceService:
         call.id = msg.id
         call.request_id = logs.request_id_from(msg.id or None)
         dataplane = self.dataplane
-        dataplane.get(name, version)  # an unknown model is NOT_FOUND whatever its inputs
+        dataplane.check(name, version)  # an unknown model is NOT_FOUND whatever its inputs
         request, raw = await off_loop(decode_request, msg, size) if big else decode_request(msg, size)
         remaining = context.time_remaining()
         if remaining is not None:
@@ -289,3 +293,38 @@ class InferenceService:
         if output_nbytes(response.outputs) > OFF_LOOP_BYTES:
             return await off_loop(response_bytes, response, raw)
         return response_bytes(response, raw)
+
+    # --- the model repository extension -----------------------------------------------------
+
+    async def _repository_index(self, data: bytes, context: grpc.aio.ServicerContext, call: _Call) -> bytes:
+        msg = _parse(pb.RepositoryIndexRequest, data)
+        entry = pb.RepositoryIndexResponse.ModelIndex
+        models = repository_of(self.dataplane).index(ready_only=msg.ready)
+        return pb.RepositoryIndexResponse(models=[entry(**m) for m in models]).SerializeToString()
+
+    async def _repository_load(self, data: bytes, context: grpc.aio.ServicerContext, call: _Call) -> bytes:
+        msg = _parse(pb.RepositoryModelLoadRequest, data)
+        name = _repository_model(msg)
+        uri = load_uri({k: _repository_parameter(k, v) for k, v in msg.parameters.items()})
+        await load_model(repository_of(self.dataplane), name, uri)
+        return pb.RepositoryModelLoadResponse(model_name=name, isLoaded=True).SerializeToString()
+
+    async def _repository_unload(self, data: bytes, context: grpc.aio.ServicerContext, call: _Call) -> bytes:
+        msg = _parse(pb.RepositoryModelUnloadRequest, data)
+        name = _repository_model(msg)
+        # Its parameters (Triton's unload_dependents) change nothing here: a model has no dependents.
+        await repository_of(self.dataplane).unload(name)
+        return pb.RepositoryModelUnloadResponse(model_name=name, isUnloaded=True).SerializeToString()
+
+
+def _repository_model(msg: Any) -> str:
+    """Triton names the model in field 2 (field 1 is its repository); KServe in field 1."""
+    name = str(msg.model_name or msg.repository_name)
+    if not name:
+        raise InvalidInput("the request names no model (model_name)")
+    return name
+
+
+def _repository_parameter(key: str, value: Any) -> Any:
+    kind = value.WhichOneof("parameter_choice")
+    return getattr(value, kind) if kind is not None else None

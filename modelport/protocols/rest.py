@@ -26,7 +26,7 @@ from modelport.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from modelport.protocols import scoring, v1, v2
+from modelport.protocols import scoring, v1, v2, v2_repository
 from modelport.protocols.messages import Handler, HttpRequest, HttpResponse
 
 log = logging.getLogger("modelport.http")
@@ -53,6 +53,8 @@ def route(method: str, path: str) -> tuple[Handler, dict[str, Any]]:
         return v2.route(method, path[len("/v2/models/") :])
     if path.startswith("/v1/models/"):
         return v1.route(method, path[len("/v1/models/") :])
+    if path.startswith(v2_repository.PREFIX):
+        return v2_repository.route(method, path[len(v2_repository.PREFIX) :])
     raise ModelNotFound(f"no endpoint at {path}")
 
 
@@ -65,6 +67,7 @@ STATIC_ROUTES: dict[str, dict[str, Handler]] = {
     "/v2": {"GET": v2.server_metadata},
     "/v2/health/live": {"GET": v2.live},
     "/v2/health/ready": {"GET": v2.ready},
+    "/v2/repository/index": {"POST": v2_repository.index},
     "/v1/models": {"GET": v1.list_models},
     "/invocations": {"POST": scoring.invocations},
     "/ping": {"GET": scoring.ping},

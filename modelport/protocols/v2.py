@@ -220,11 +220,16 @@ async def model_metadata(dp: DataPlane, req: HttpRequest, params: dict[str, Any]
 
 async def model_ready(dp: DataPlane, req: HttpRequest, params: dict[str, Any]) -> HttpResponse:
     ok = dp.model_ready(params["name"], params["version"])
-    return HttpResponse(200 if ok else 503, encode_json({"name": params["name"], "ready": ok}))
+    if ok:
+        return HttpResponse(200, encode_json({"name": params["name"], "ready": True}))
+    state, reason = dp.state(params["name"])  # why not: loading, unloaded, failed to load (and why)
+    return HttpResponse(
+        503, encode_json({"name": params["name"], "ready": False, "state": state, "reason": reason})
+    )
 
 
 async def infer(dp: DataPlane, req: HttpRequest, params: dict[str, Any]) -> HttpResponse:
-    dp.get(params["name"], params["version"])  # an unknown model is a 404 before the body is read
+    dp.check(params["name"], params["version"])  # an unknown model is a 404 before the body is read
     header_length = req.headers.get(HEADER_LENGTH)
     if len(req.body) > OFF_LOOP_BYTES:
         request, want_binary = await off_loop(decode_request, req.body, header_length)

@@ -2,8 +2,9 @@
 
 Requests queue while the workers are busy; a free dispatcher takes every compatible
 request queued (up to ``max_size`` rows), so batches grow with load and a lone
-request waits for nothing. Outputs are split back by row counts. A batch whose
-outputs cannot be split, or that one bad request spoils, is re-run request by request.
+request waits for nothing; a batch waits for more only while more keep arriving.
+Outputs are split back by row counts. A batch whose outputs cannot be split, or that
+one bad request spoils, is re-run request by request.
 A queued request whose deadline passes gets RequestTimeout and is never sent to a worker; a
 merged call's deadline is the earliest of its members'.
 """
@@ -99,6 +100,7 @@ class Batcher:
         self._batch_size = metrics.BATCH_SIZE.labels(model)
         # Batches that may be in a worker at once: one per dispatcher, whoever sends it.
         self._free = max(1, dispatchers)
+        self._arrivals = 0  # calls ever queued: how _gather sees requests still arriving
         self._tasks = [asyncio.create_task(self._dispatch()) for _ in range(max(1, dispatchers))]
 
     async def submit(self, call: PredictCall) -> PredictResult:
@@ -123,6 +125,7 @@ class Batcher:
         call.future = loop.create_future()
         call.queued_at = loop.time()
         self.queue.append(call)
+        self._arrivals += 1
         deadline = call.deadline
         if deadline is not None and deadline.at < self._reaper_at:
             self._arm_reaper(deadline.at)
@@ -184,17 +187,35 @@ class Batcher:
         if not batch:
             return
         if len(batch) > 1 and self.max_wait_s > 0 and sum(c.rows for c in batch) < self.max_size:
-            # Under load already: give a few more requests the chance to join.
-            slept = self._loop.time()
-            await asyncio.sleep(self.max_wait_s)
-            self._batch_wait_seconds.observe(self._loop.time() - slept)
-            batch += self._take(key=batch[0].key, room=self.max_size - sum(c.rows for c in batch))
+            batch += await self._gather(batch)
         try:
             await self._run(batch)
         except Exception as exc:
             log.exception("batch of %d requests failed", len(batch))
             for c in batch:
                 _resolve(c, exc=exc)
+
+    async def _gather(self, batch: list[PredictCall]) -> list[PredictCall]:
+        """Under load already: let requests that are arriving join, for as long as they keep
+        arriving (up to ``max_wait_s``). A request whose bytes are in its socket reaches the queue
+        within two event-loop iterations; a fixed sleep instead left the worker idle while nothing
+        more could come (iris at 32 connections: 4,100 req/s sleeping 2 ms, 7,300 with a 0.3 ms
+        sleep, on the same busy machine)."""
+        loop = self._loop
+        started = loop.time()
+        until = started + self.max_wait_s
+        rows = sum(c.rows for c in batch)
+        joined: list[PredictCall] = []
+        quiet = 0
+        while quiet < 2 and rows < self.max_size and loop.time() < until:
+            arrived = self._arrivals
+            await asyncio.sleep(0)
+            more = self._take(key=batch[0].key, room=self.max_size - rows)
+            joined += more
+            rows += sum(c.rows for c in more)
+            quiet = 0 if self._arrivals != arrived else quiet + 1
+        self._batch_wait_seconds.observe(loop.time() - started)
+        return joined
 
     def _take(self, key: tuple[Any, ...] | None = None, room: int | None = None) -> list[PredictCall]:
         room = self.max_size if room is None else room

@@ -3,12 +3,18 @@
 A worker that dies is restarted and reloads the model; requests it held fail at once
 with ``WorkerCrashed``. A worker that holds a request past its deadline, or leaves a
 ping unanswered longer than the ping timeout, is killed at once, then restarted.
+With ``start="fork"`` workers are forked from a warm template (``workers.template``),
+which is itself restarted if it dies; where forking is unsafe they are spawned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -17,7 +23,8 @@ from modelport import metrics
 from modelport.errors import ModelLoadError, ModelNotReady, ModelportError
 from modelport.inference import Deadline
 from modelport.workers.ipc import Reply, load_request
-from modelport.workers.process import WorkerProcess
+from modelport.workers.process import RUNTIME_DIR, WorkerProcess
+from modelport.workers.template import ForkPlan, ForkUnsafe, Template, fork_unavailable
 
 log = logging.getLogger("modelport.workers")
 
@@ -36,8 +43,18 @@ class WorkerPool:
         load_timeout: float = 600.0,
         ping_timeout: float = 10.0,
         model: str = "",
+        start: str = "spawn",
+        plan: ForkPlan | None = None,
+        template: Template | None = None,
     ) -> None:
+        self.python = python
         self.workers = [WorkerProcess(i, python, self._ready_changed) for i in range(max(1, size))]
+        # "fork" (from a warm template) or "spawn"; fork turns into spawn where it is unsafe.
+        self.start_mode = start
+        self.plan = plan or ForkPlan((), False, "loaded in each worker after the fork")
+        self.template = template  # may be handed over already launched (start-up overlap)
+        self._template_lock = asyncio.Lock()
+        self._workdir = template.cwd if template is not None else ""
         self.prepare_load = prepare_load
         self.load_timeout = load_timeout
         self.ping_timeout = ping_timeout
@@ -75,16 +92,105 @@ class WorkerPool:
 
     async def start(self) -> None:
         """Start every worker and load the model; raise if the first load fails."""
+        # Workers run in private folders: what MLflow writes there (its default tracking store,
+        # ./mlruns or ./mlflow.db) never lands in the user's folder.
+        self._workdir = self._workdir or tempfile.mkdtemp(prefix="modelport-workers-")
+        for w in self.workers:
+            w.cwd = os.path.join(self._workdir, f"worker-{w.index}")
+            os.mkdir(w.cwd)
+        if self.start_mode == "fork":
+            why = fork_unavailable()
+            if why is not None:
+                self._fall_back(why)
+        await self._template_ready()
         await asyncio.gather(*(self._start_one(w) for w in self.workers))
         for w in self.workers:
             self._tasks.append(asyncio.create_task(self._supervise(w)))
         self._tasks.append(asyncio.create_task(self._ping_loop()))
 
+    def _fall_back(self, why: str) -> None:
+        self.start_mode = "spawn"
+        log.warning("model '%s': workers are spawned, not forked from a template: %s", self.model, why)
+        if self.template is not None:
+            self._tasks.append(asyncio.create_task(self.template.stop()))
+            self.template = None
+
+    async def _template_ready(self) -> Template | None:
+        """The running template (started again if it died), or None when workers are spawned."""
+        async with self._template_lock:
+            if self.start_mode != "fork":
+                return None
+            if self.template is not None and self.template.ready_for_forks:
+                return self.template
+            try:
+                self.template = await self._new_template(self.template)
+            except ForkUnsafe as exc:
+                self.template = None
+                self._fall_back(str(exc))
+                return None
+            self._tasks.append(asyncio.create_task(self._watch(self.template)))
+            return self.template
+
+    async def _new_template(self, launched: Template | None) -> Template:
+        plan = self.plan
+        while True:
+            template = launched if launched is not None and not launched.gone else None
+            launched = None
+            if template is None:
+                template = Template(self.python, self._workdir)
+                await template.launch(str(RUNTIME_DIR))
+            template.cwd = self._workdir
+            try:
+                hello = await template.ready(self.load_timeout)
+                path = os.path.abspath(await self.prepare_load(hello))
+                reply = await template.prepare(plan, path if plan.preload else None)
+            except ModelNotReady as exc:  # the template failed to load the model: let each worker try
+                await template.stop()
+                if not plan.preload:
+                    raise ForkUnsafe(exc.message) from exc
+                reply = {"load_unsafe": exc.message}
+            except BaseException:
+                await template.stop()
+                raise
+            if plan.preload and reply.get("load_unsafe"):
+                log.info("model '%s': %s; workers load it after the fork", self.model, reply["load_unsafe"])
+                plan = self.plan = dataclasses.replace(plan, preload=False, why=reply["load_unsafe"])
+                await template.stop()
+                continue
+            template.prepared = True
+            if reply.get("load_s") is not None:
+                self._load_seconds.observe(reply["load_s"])
+            log.info(
+                "model '%s': worker template pid %s ready (imports %.2f s%s); %s",
+                self.model,
+                template.pid,
+                hello.get("import_s", 0.0),
+                f", model loaded in {reply['load_s']:.2f} s" if reply.get("load_s") is not None else "",
+                plan.why,
+            )
+            return template
+
+    async def _watch(self, template: Template) -> None:
+        code = await template.wait()
+        if self._closing or template is not self.template:
+            return
+        log.error(
+            "model '%s': the worker template (pid %s) exited with code %s; starting a new one",
+            self.model,
+            template.pid,
+            code,
+        )
+        try:
+            await self._template_ready()
+        except ModelportError as exc:
+            log.error("model '%s': the new worker template failed: %s", self.model, exc)
+
     async def _start_one(self, worker: WorkerProcess) -> None:
         started = time.perf_counter()
-        hello = await worker.start(timeout=self.load_timeout)
+        template = await self._template_ready()
+        hello = await worker.start(timeout=self.load_timeout, template=template)
         try:
-            path = await self.prepare_load(hello)
+            path = os.path.abspath(await self.prepare_load(hello))
         except ModelportError:
             await worker.stop()
             raise
@@ -98,16 +204,18 @@ class WorkerPool:
             raise ModelLoadError(exc.message) from exc
         worker.ready = True
         self.load_info = {**hello, **reply, "start_s": time.perf_counter() - started}
-        if reply.get("load_s") is not None:
-            self._load_seconds.observe(reply["load_s"])
+        if reply.get("load_s") is not None and not reply.get("preloaded"):
+            self._load_seconds.observe(reply["load_s"])  # (a preloaded model was counted at the template)
         warm = reply.get("warm_up_s")
         log.info(
-            "worker %d (pid %s, python %s, mlflow %s) loaded the model in %.2f s%s%s",
+            "worker %d (pid %s, %s, python %s, mlflow %s) %s in %.2f s%s%s",
             worker.index,
             hello.get("pid"),
+            f"forked from template pid {template.pid}" if template is not None else "spawned",
             hello.get("python"),
             hello.get("mlflow"),
-            reply.get("load_s", 0.0),
+            "was ready with the template's model" if reply.get("preloaded") else "loaded the model",
+            time.perf_counter() - started if reply.get("preloaded") else reply.get("load_s", 0.0),
             f", warm-up prediction {warm * 1000:.1f} ms"
             if warm is not None
             else ", no input example to warm up",
@@ -183,3 +291,7 @@ class WorkerPool:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(w.stop() for w in self.workers), return_exceptions=True)
+        if self.template is not None:
+            await self.template.stop()
+        if self._workdir:
+            shutil.rmtree(self._workdir, ignore_errors=True)

@@ -22,6 +22,7 @@ from modelport.errors import ModelNotReady, WorkerCrashed
 from modelport.inference import Deadline
 from modelport.workers import ipc
 from modelport.workers.ipc import Reply
+from modelport.workers.template import ForkedProcess, Template
 
 log = logging.getLogger("modelport.workers")
 
@@ -35,7 +36,10 @@ class WorkerProcess:
     def __init__(self, index: int, python: str, on_ready_change: Callable[[], None] | None = None) -> None:
         self.index = index
         self.python = python
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: asyncio.subprocess.Process | ForkedProcess | None = None
+        # Set by the pool: the worker's private working directory (MLflow writes its default
+        # tracking store there, not in the user's folder).
+        self.cwd: str | None = None
         self.hello: dict[str, Any] = {}
         self.pending: dict[int, asyncio.Future[Reply]] = {}
         # Why the pool killed this worker ("timeout", "unresponsive"); None while it is trusted.
@@ -49,7 +53,7 @@ class WorkerProcess:
         # Requests answered with a timeout at a client's deadline that the worker still runs: the timer
         # that replaces it if it still runs them at the server's limit.
         self._abandoned: dict[int, asyncio.TimerHandle] = {}
-        self._writer: asyncio.StreamWriter | None = None
+        self._channel: ipc.FrameProtocol | None = None
         self._ping_writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._ping_task: asyncio.Task[None] | None = None
@@ -70,13 +74,21 @@ class WorkerProcess:
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+        proc = self.proc
+        if isinstance(proc, ForkedProcess):
+            return proc.running
+        return proc is not None and proc.returncode is None
+
+    @property
+    def forked(self) -> bool:
+        return isinstance(self.proc, ForkedProcess)
 
     @property
     def load(self) -> int:
         return len(self.pending) + len(self._abandoned)
 
-    async def start(self, timeout: float) -> dict[str, Any]:
+    async def start(self, timeout: float, template: Template | None = None) -> dict[str, Any]:
+        """Start the worker: forked by ``template`` when given, else spawned; return its hello."""
         # Two socket pairs: requests (answered in order by the worker's main thread) and pings
         # (answered by a side thread, so a long prediction does not look like a hang).
         parent, child = socket.socketpair()
@@ -88,27 +100,35 @@ class WorkerProcess:
         self.kill_reason = ""
         self.ping_sent = None
         try:
-            self.proc = await asyncio.create_subprocess_exec(
-                self.python,
-                "-I",
-                "-c",
-                BOOTSTRAP,
-                str(RUNTIME_DIR),
-                *map(str, fds),
-                pass_fds=fds,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # a Ctrl-C on the server reaches the server, which stops workers
-            )
-        except OSError as exc:
+            if template is not None:
+                self.proc = await template.fork(fds, self.cwd or template.cwd)
+            else:
+                self.proc = await asyncio.create_subprocess_exec(
+                    self.python,
+                    "-I",
+                    "-c",
+                    BOOTSTRAP,
+                    str(RUNTIME_DIR),
+                    *map(str, fds),
+                    pass_fds=fds,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # a Ctrl-C on the server reaches the server, which stops workers
+                    cwd=self.cwd,
+                )
+        except (OSError, ModelNotReady) as exc:
             parent.close()
             ping_parent.close()
+            if isinstance(exc, ModelNotReady):
+                raise
             raise ModelNotReady(f"cannot start a worker with {self.python}: {exc}") from exc
         finally:
             child.close()
             ping_child.close()
-        reader, self._writer = await asyncio.open_unix_connection(sock=parent)
+        _, self._channel = await loop.create_unix_connection(
+            lambda: ipc.FrameProtocol(self._on_frame), sock=parent
+        )
         ping_reader, self._ping_writer = await asyncio.open_unix_connection(sock=ping_parent)
-        self._reader_task = asyncio.create_task(self._read_loop(reader))
+        self._reader_task = asyncio.create_task(self._watch_channel(self._channel))
         self._ping_task = asyncio.create_task(self._read_pings(ping_reader))
         try:
             self.hello = await asyncio.wait_for(asyncio.shield(self._hello), timeout)
@@ -121,8 +141,8 @@ class WorkerProcess:
         self, header: dict[str, Any], buffers: Sequence[Any] = (), deadline: Deadline | None = None
     ) -> Reply:
         """Send one frame and wait for its reply; at ``deadline`` answer RequestTimeout instead."""
-        writer, loop = self._writer, self._loop
-        if not self.alive or writer is None or loop is None or self.kill_cause is not None:
+        channel, loop = self._channel, self._loop
+        if not self.alive or channel is None or loop is None or self.kill_cause is not None:
             raise WorkerCrashed(f"worker {self.index} is not running")
         rid = next(self._ids)
         header["id"] = rid
@@ -130,9 +150,10 @@ class WorkerProcess:
         self.pending[rid] = fut
         timer = None if deadline is None else loop.call_at(deadline.at, self._overrun, rid, deadline)
         try:
-            writer.writelines(ipc.encode(header, buffers))
-            if writer.transport.get_write_buffer_size() > 1 << 20:
-                await writer.drain()
+            transport = channel.transport
+            assert transport is not None
+            transport.writelines(ipc.encode(header, buffers))
+            await channel.drain()
             reply, out = await fut
         finally:
             if timer is not None:
@@ -180,23 +201,24 @@ class WorkerProcess:
         self.ping_sent = now
         writer.writelines(ipc.encode(ipc.ping_request()))
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+    def _on_frame(self, frame: Reply) -> None:
+        header = frame[0]
+        rid = header.get("id", -1)
+        fut = self.pending.pop(rid, None)
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(frame)
+        elif header.get("op") == "hello":
+            if self._hello is not None and not self._hello.done():
+                self._hello.set_result(header)
+        else:
+            late = self._abandoned.pop(rid, None)
+            if late is not None:
+                late.cancel()
+
+    async def _watch_channel(self, channel: ipc.FrameProtocol) -> None:
         try:
-            while True:
-                header, buffers = await ipc.read_frame(reader)
-                rid = header.get("id", -1)
-                fut = self.pending.pop(rid, None)
-                if fut is not None:
-                    if not fut.done():
-                        fut.set_result((header, buffers))
-                elif header.get("op") == "hello":
-                    if self._hello is not None and not self._hello.done():
-                        self._hello.set_result(header)
-                else:
-                    late = self._abandoned.pop(rid, None)
-                    if late is not None:
-                        late.cancel()
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            await channel.closed
             if self.proc is not None and self.kill_cause is None:
                 # The socket closes a moment before the exit status is known; wait a little for it.
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -216,7 +238,10 @@ class WorkerProcess:
             message = f"the model worker holding this request was replaced because {self.kill_reason}"
             how = f"was killed because {self.kill_reason}"
         else:
-            how = _describe_exit(self.proc.returncode if self.proc else None)
+            if isinstance(self.proc, ForkedProcess) and self.proc.code_lost:
+                how = "exited (its exit code went with the template that forked it)"
+            else:
+                how = _describe_exit(self.proc.returncode if self.proc else None)
             message = f"the model worker {how} while handling this request; it is being restarted"
         pending, self.pending = self.pending, {}
         for fut in pending.values():
@@ -228,7 +253,7 @@ class WorkerProcess:
         if self._hello is not None and not self._hello.done():
             self._hello.set_exception(ModelNotReady(f"the model worker {how} before it started"))
 
-    async def wait(self) -> int:
+    async def wait(self) -> int | None:
         assert self.proc is not None
         code = await self.proc.wait()
         await self._join_readers()
@@ -236,7 +261,9 @@ class WorkerProcess:
 
     def kill(self) -> None:
         self.ready = False
-        if self.alive and self.proc is not None:
+        if isinstance(self.proc, ForkedProcess):
+            self.proc.kill()
+        elif self.alive and self.proc is not None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -248,9 +275,10 @@ class WorkerProcess:
 
     async def stop(self, grace: float = 5.0) -> None:
         self.ready = False
-        for writer in (self._writer, self._ping_writer):
-            if writer is not None:
-                writer.close()
+        if self._channel is not None and self._channel.transport is not None:
+            self._channel.transport.close()
+        if self._ping_writer is not None:
+            self._ping_writer.close()
         if self.alive and self.proc is not None:
             try:
                 self.proc.terminate()

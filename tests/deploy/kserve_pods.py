@@ -14,7 +14,14 @@ Follows KServe's controller (RawDeployment mode) and its pod webhook, read from 
   service account's secrets as ``secretKeyRef`` env plus ``S3_ENDPOINT``/``AWS_ENDPOINT_URL``...
   from the secret's annotations, the ClusterStorageContainer merged over it; and for ``oci://``
   with ``enableModelcar``: the modelcar sidecar and init container, ``MODEL_INIT_MODE=async``,
-  ``shareProcessNamespace`` and ``uidModelcar``.
+  ``shareProcessNamespace`` and ``uidModelcar``;
+- component.go (addAgentAnnotations) + utils.go (IsMMSPredictor) + agent_injector.go: a predictor
+  with neither storageUri nor storage is a multi-model server, whatever its runtime: the model
+  ``agent`` sidecar (``--enable-puller --config-dir /mnt/configs --model-dir /mnt/models
+  --component-port PORT``, port 9081, the server's securityContext, S3 credentials, the server's
+  readiness probe as ``SERVING_READINESS_PROBE``), the ``model-dir`` emptyDir at /mnt/models
+  (read-write) in the agent and the server, and the ``modelconfig-NAME-0`` ConfigMap (the
+  TrainedModels' ``models.json``) at /mnt/configs in the agent.
 Test tooling: no Kubernetes client, plain dicts in and out.
 """
 
@@ -36,6 +43,16 @@ VOLUME = "kserve-provision-location"
 CONTAINER = "kserve-container"
 INIT = "storage-initializer"
 MLFLOW_MODEL_CLASS = "mlserver_mlflow.MLflowRuntime"
+# Multi-model serving (KServe's constants.go).
+AGENT = "agent"
+AGENT_PORT = 9081
+MODEL_DIR_VOLUME = "model-dir"
+MODEL_CONFIG_VOLUME = "model-config"
+MODEL_CONFIG_DIR = "/mnt/configs"
+AGENT_ANNOTATION = "internal.serving.kserve.io/agent"
+CONFIG_VOLUME_ANNOTATION = "internal.serving.kserve.io/configVolumeName"
+CONFIG_PATH_ANNOTATION = "internal.serving.kserve.io/configMountPath"
+MODEL_DIR_ANNOTATION = "internal.serving.kserve.io/modelDir"
 # The PodSpec fields a PredictorSpec carries inline (besides containers, merged separately).
 POD_SPEC_KEYS = {
     "volumes",
@@ -255,6 +272,11 @@ def predictor_pod(isvc: Obj, cluster: Cluster) -> Obj:
     }
     if model.get("storageUri"):
         annotations["serving.kserve.io/storage-initializer-sourceuri"] = model["storageUri"]
+    if is_mms_predictor(predictor):  # addAgentAnnotations; the memory sharding gives shard 0 only
+        annotations[AGENT_ANNOTATION] = "true"
+        annotations[CONFIG_VOLUME_ANNOTATION] = model_config_name(isvc["metadata"]["name"])
+        annotations[CONFIG_PATH_ANNOTATION] = MODEL_CONFIG_DIR
+        annotations[MODEL_DIR_ANNOTATION] = MOUNT
     if predictor.get("storageContainerName"):
         annotations["serving.kserve.io/storage-container-name"] = predictor["storageContainerName"]
     return {
@@ -267,6 +289,19 @@ def predictor_pod(isvc: Obj, cluster: Cluster) -> Obj:
         },
         "spec": pod_spec,
     }
+
+
+def is_mms_predictor(predictor: Obj) -> bool:
+    """IsMMSPredictor: a model with no storageUri, storage or storageUris (huggingface excepted)."""
+    model = predictor.get("model") or {}
+    if model.get("modelFormat", {}).get("name") == "huggingface":
+        return False
+    return not (model.get("storageUri") or model.get("storage") or predictor.get("storageUris"))
+
+
+def model_config_name(isvc_name: str, shard: int = 0) -> str:
+    """constants.ModelConfigName: the ConfigMap the TrainedModel controller writes models.json to."""
+    return f"modelconfig-{isvc_name}-{shard}"
 
 
 # --- the pod webhook: storage initializer, credentials, modelcars ----------------------------------
@@ -446,6 +481,75 @@ def _inject_modelcar(pod: Obj, user: Obj, image: str, config: Obj) -> Obj:
     return pod
 
 
+def inject_agent(pod: Obj, cluster: Cluster) -> Obj:
+    """InjectAgent for the model puller (the logger and batcher annotations are not rendered here)."""
+    pod = copy.deepcopy(pod)
+    annotations = pod["metadata"]["annotations"]
+    spec = pod["spec"]
+    if AGENT_ANNOTATION not in annotations or any(c["name"] == AGENT for c in spec["containers"]):
+        return pod
+    args = ["--enable-puller"]
+    if CONFIG_PATH_ANNOTATION in annotations:
+        args += ["--config-dir", annotations[CONFIG_PATH_ANNOTATION]]
+    if MODEL_DIR_ANNOTATION in annotations:
+        args += ["--model-dir", annotations[MODEL_DIR_ANNOTATION]]
+    (server,) = [c for c in spec["containers"] if c["name"] == CONTAINER]
+    port = str((server.get("ports") or [{"containerPort": 8080}])[0]["containerPort"])
+    args += ["--component-port", port]
+    env: list[Obj] = []
+    probe_path = "/"
+    readiness = spec["containers"][0].get("readinessProbe")  # no queue-proxy: RawDeployment
+    if readiness is not None and ("httpGet" in readiness or "tcpSocket" in readiness):
+        env.append({"name": "SERVING_READINESS_PROBE", "value": json.dumps(readiness, separators=(",", ":"))})
+        if readiness.get("httpGet", {}).get("path"):
+            probe_path = readiness["httpGet"]["path"]
+    config = cluster.config["agent"]
+    agent: Obj = {
+        "name": AGENT,
+        "image": config["image"],
+        "args": args,
+        "resources": {
+            "limits": {"cpu": config["cpuLimit"], "memory": config["memoryLimit"]},
+            "requests": {"cpu": config["cpuRequest"], "memory": config["memoryRequest"]},
+        },
+        "ports": [{"name": "agent-port", "containerPort": AGENT_PORT, "protocol": "TCP"}],
+        "securityContext": copy.deepcopy(spec["containers"][0].get("securityContext")),
+        "env": env,
+        "readinessProbe": {
+            "httpGet": {
+                "httpHeaders": [{"name": "K-Network-Probe", "value": "queue"}],
+                "port": AGENT_PORT,
+                "path": probe_path,
+                "scheme": "HTTP",
+            }
+        },
+    }
+    if agent["securityContext"] is None:
+        del agent["securityContext"]
+    _add_credentials(agent, pod, cluster)
+    spec["containers"].append(agent)
+    # mountModelDir, then mountModelConfig (KServe fails the pod when either annotation is missing).
+    _mount(pod, AGENT, {"name": MODEL_DIR_VOLUME, "emptyDir": {}}, annotations[MODEL_DIR_ANNOTATION])
+    _mount(pod, CONTAINER, {"name": MODEL_DIR_VOLUME, "emptyDir": {}}, annotations[MODEL_DIR_ANNOTATION])
+    config_map = {"name": MODEL_CONFIG_VOLUME, "configMap": {"name": annotations[CONFIG_VOLUME_ANNOTATION]}}
+    _mount(pod, AGENT, config_map, MODEL_CONFIG_DIR)
+    return pod
+
+
+def _mount(pod: Obj, container: str, volume: Obj, path: str) -> None:
+    """mountVolumeToContainer: the volume once in the pod, a read-write mount in the container."""
+    volumes = pod["spec"].setdefault("volumes", [])
+    if all(v["name"] != volume["name"] for v in volumes):
+        volumes.append(volume)
+    for c in pod["spec"]["containers"]:
+        if c["name"] == container:
+            c.setdefault("volumeMounts", []).append(
+                {"name": volume["name"], "readOnly": False, "mountPath": path}
+            )
+
+
 def render_pod(isvc: Obj, cluster: Cluster) -> Obj:
-    """The Pod as the API server would store it: controller first, then the pod webhook."""
-    return inject_storage(predictor_pod(isvc, cluster), cluster, isvc["metadata"].get("namespace", "default"))
+    """The Pod as the API server would store it: controller first, then the pod webhook
+    (storage initializer, then agent: the order of KServe's mutators)."""
+    pod = inject_storage(predictor_pod(isvc, cluster), cluster, isvc["metadata"].get("namespace", "default"))
+    return inject_agent(pod, cluster)

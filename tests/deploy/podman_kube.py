@@ -17,6 +17,12 @@ What podman 4.3 (Debian 12) leaves to us, each done here the way the kubelet doe
   is first mounted over (root, 0755: a modelcar running as uidModelcar then cannot link
   /mnt/models). The played copy uses what a kubelet's emptyDir is, a fresh host folder of mode
   0777 for this pod, removed by ``down``;
+- container ``ports`` are dropped (podman maps them to host ports, refused with host networking;
+  in Kubernetes they only document what the pod network exposes anyway);
+- a ``configMap`` volume becomes such a host folder too, laid out as the kubelet's atomic writer
+  lays it out (``..TIMESTAMP/KEY``, ``..data`` -> it, ``KEY`` -> ``..data/KEY``), and
+  ``PlayedPod.update_config_map`` swaps ``..data`` the way the kubelet publishes a changed
+  ConfigMap (podman copies a ConfigMap once, at play);
 - podman applies the pod's ``restartPolicy: Always`` to init containers too and re-runs one that
   exited 0 (Kubernetes never does), then fails to remove it; the played copy uses ``OnFailure``.
 """
@@ -85,6 +91,16 @@ def kubelet_view(pod: Obj, secrets: dict[str, Obj], config_maps: dict[str, Obj],
             folder.chmod(0o777)
             del volume["emptyDir"]
             volume["hostPath"] = {"path": str(folder), "type": "Directory"}
+        elif "configMap" in volume:
+            ref = volume.pop("configMap")
+            data = (config_maps.get(ref["name"]) or {}).get("data")
+            if data is None and not ref.get("optional"):
+                raise KeyError(f"volume {volume['name']} names ConfigMap {ref['name']}, which does not exist")
+            folder = empty_dirs / f"{pod['metadata']['name']}-{volume['name']}"
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            write_config_map(folder, data or {})
+            volume["hostPath"] = {"path": str(folder), "type": "Directory"}
     for container in spec.get("initContainers", []) + spec["containers"]:
         env: dict[str, str] = {}
         for source in container.pop("envFrom", []):
@@ -115,7 +131,34 @@ def kubelet_view(pod: Obj, secrets: dict[str, Obj], config_maps: dict[str, Obj],
                 container[key] = [_expand(str(a), env) for a in container[key]]
         for probe in PROBES:
             container.pop(probe, None)
+        # A containerPort only documents a port the pod's network already exposes; podman turns it
+        # into a host port mapping, which it refuses with --network host.
+        container.pop("ports", None)
     return pod
+
+
+def write_config_map(folder: Path, data: dict[str, str]) -> None:
+    """Publish ``data`` in ``folder`` as the kubelet's AtomicWriter does: the files in a new
+    ``..TIMESTAMP`` folder, then ``..data`` renamed over to point at it, so a reader sees the old
+    set or the new one, never a mix; each key is a link through ``..data``."""
+    stamp = folder / time.strftime(f"..%Y_%m_%d_%H_%M_%S.{time.monotonic_ns()}")
+    stamp.mkdir(mode=0o755)
+    for key, value in data.items():
+        (stamp / key).write_text(str(value))
+        (stamp / key).chmod(0o644)
+    old = (folder / "..data").resolve() if (folder / "..data").is_symlink() else None
+    tmp = folder / "..data_tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(stamp.name)
+    tmp.rename(folder / "..data")
+    for key in data:
+        if not (folder / key).is_symlink():
+            (folder / key).symlink_to(f"..data/{key}")
+    for link in folder.iterdir():  # keys the new data no longer has
+        if link.is_symlink() and not link.name.startswith("..") and link.name not in data:
+            link.unlink()
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _keys(secret: Obj) -> list[str]:
@@ -179,6 +222,18 @@ class PlayedPod:
         return subprocess.run(
             ["podman", "exec", self.container(name), *cmd], capture_output=True, text=True, check=True
         ).stdout
+
+    def update_config_map(self, name: str, data: dict[str, str]) -> None:
+        """What the kubelet does when ConfigMap ``name`` changes: republish every volume of it."""
+        sources = {
+            v["name"]
+            for v in self.pod["spec"].get("volumes", [])
+            if v.get("configMap", {}).get("name") == name
+        }
+        assert sources, f"no volume of this pod mounts ConfigMap {name}"
+        for volume in self.played["spec"]["volumes"]:
+            if volume["name"] in sources:
+                write_config_map(Path(volume["hostPath"]["path"]), data)
 
     def probe(self, container: str, kind: str) -> bool:
         (spec,) = [c for c in self.pod["spec"]["containers"] if c["name"] == container]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ def cluster() -> Cluster:
     return Cluster(
         runtimes=[
             load_yaml(REPO / "deploy" / "kserve" / "servingruntime.yaml"),
+            load_yaml(REPO / "deploy" / "kserve" / "servingruntime-multimodel.yaml"),
             load_yaml(SPECS / "runtimes" / "kserve-mlserver.yaml"),
         ],
         storage_containers=[load_yaml(REPO / "deploy" / "kserve" / "storagecontainer.yaml")],
@@ -38,15 +40,13 @@ def cluster() -> Cluster:
     )
 
 
-def isvc(uri: str, runtime: str, **model: Any) -> dict[str, Any]:
+def isvc(uri: str | None, runtime: str, **model: Any) -> dict[str, Any]:
+    spec = {"modelFormat": {"name": "mlflow"}, "runtime": runtime, **model}
+    if uri is not None:
+        spec["storageUri"] = uri
     return {
         "metadata": {"name": "iris", "namespace": "ns"},
-        "spec": {
-            "predictor": {
-                "storageContainerName": "modelport",
-                "model": {"modelFormat": {"name": "mlflow"}, "runtime": runtime, "storageUri": uri, **model},
-            }
-        },
+        "spec": {"predictor": {"storageContainerName": "modelport", "model": spec}},
     }
 
 
@@ -116,3 +116,56 @@ def test_modelcar_pod() -> None:
 def test_runtime_version_replaces_the_image_tag() -> None:
     pod = render_pod(isvc("s3://b/m", "modelport-mlflow", runtimeVersion="dev-torch"), cluster())
     assert pod["spec"]["containers"][0]["image"] == "modelport:dev-torch"
+
+
+def test_multi_model_pod_gets_the_agent_and_the_shared_model_dir() -> None:
+    """No storageUri: KServe's IsMMSPredictor, so the agent sidecar and its volumes (agent_injector.go)."""
+    pod = render_pod(isvc(None, "modelport-mlflow-multimodel"), cluster())
+    spec = pod["spec"]
+    assert "initContainers" not in spec  # the storage initializer is never injected beside the agent
+    server, agent = spec["containers"]
+    assert (server["name"], agent["name"]) == ("kserve-container", "agent")
+    assert server["args"] == [
+        "serve",
+        "--model-repository=/mnt/models",
+        "--load-models-at-startup=true",
+        "--http_port=8080",
+        "--grpc_port=8081",
+    ]
+    assert agent["args"] == [
+        "--enable-puller",
+        "--config-dir",
+        "/mnt/configs",
+        "--model-dir",
+        "/mnt/models",
+        "--component-port",
+        "8080",
+    ]
+    assert agent["image"] == "kserve/agent:latest"
+    assert agent["ports"] == [{"name": "agent-port", "containerPort": 9081, "protocol": "TCP"}]
+    assert agent["securityContext"] == server["securityContext"]
+    assert agent["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    env = {e["name"]: e for e in agent["env"]}
+    assert json.loads(env["SERVING_READINESS_PROBE"]["value"]) == server["readinessProbe"]
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "s3",
+        "key": "AWS_SECRET_ACCESS_KEY",
+    }
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.local:9000"
+    assert spec["volumes"] == [
+        {"name": "model-dir", "emptyDir": {}},
+        {"name": "model-config", "configMap": {"name": "modelconfig-iris-0"}},
+    ]
+    assert server["volumeMounts"] == [{"name": "model-dir", "readOnly": False, "mountPath": "/mnt/models"}]
+    assert agent["volumeMounts"] == [
+        {"name": "model-dir", "readOnly": False, "mountPath": "/mnt/models"},
+        {"name": "model-config", "readOnly": False, "mountPath": "/mnt/configs"},
+    ]
+    assert pod["metadata"]["annotations"]["internal.serving.kserve.io/agent"] == "true"
+
+
+def test_a_storage_uri_means_no_agent() -> None:
+    pod = render_pod(isvc("s3://b/m", "modelport-mlflow-multimodel"), cluster())
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["kserve-container"]
+    assert "internal.serving.kserve.io/agent" not in pod["metadata"]["annotations"]
+    assert pod["spec"]["initContainers"][0]["name"] == "storage-initializer"

@@ -45,9 +45,17 @@ def load_manifests() -> list[tuple[str, dict[str, Any]]]:
 MANIFESTS = load_manifests()
 
 
-def one(kind: str) -> dict[str, Any]:
-    found = [doc for _, doc in MANIFESTS if doc.get("kind") == kind]
-    assert len(found) == 1, f"expected one {kind} under deploy/, found {len(found)}"
+def one(kind: str, multi_model: bool = False) -> dict[str, Any]:
+    """The one manifest of ``kind`` (runtimes: the single-model one, or with ``multi_model`` the
+    multi-model one of deploy/kserve/servingruntime-multimodel.yaml)."""
+    found = [
+        doc
+        for _, doc in MANIFESTS
+        if doc.get("kind") == kind and ((doc.get("spec") or {}).get("multiModel") is True) == multi_model
+    ]
+    assert len(found) == 1, (
+        f"expected one {kind} (multiModel {multi_model}) under deploy/, found {len(found)}"
+    )
     return found[0]
 
 
@@ -83,9 +91,10 @@ def probes(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
 # --- every manifest against KServe's schemas -------------------------------------------------
 
 
-def test_deploy_holds_the_three_kserve_resources() -> None:
+def test_deploy_holds_the_kserve_resources() -> None:
     kinds = sorted(doc["kind"] for _, doc in MANIFESTS)
-    assert kinds == ["ClusterServingRuntime", "ClusterStorageContainer", "InferenceService"]
+    assert kinds == ["ClusterServingRuntime"] * 2 + ["ClusterStorageContainer", "InferenceService"]
+    assert one("ClusterServingRuntime", multi_model=True)["metadata"]["name"] == "modelport-mlflow-multimodel"
 
 
 @pytest.mark.parametrize("where,doc", MANIFESTS, ids=[f"{w}:{d.get('kind')}" for w, d in MANIFESTS])
@@ -291,6 +300,42 @@ def test_startup_probe_allows_a_slow_start() -> None:
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
 
 
+# --- the multi-model runtime (TrainedModels loaded by KServe's agent) ------------------------
+
+
+def test_multi_model_runtime_validates_against_the_real_crd() -> None:
+    doc = one("ClusterServingRuntime", multi_model=True)
+    schema = crd_json_schema(crd_schema(doc["apiVersion"], doc["kind"]))
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(doc)) == []
+    assert schema_errors(doc) == []
+    broken = copy.deepcopy(doc)
+    broken["spec"]["multiModel"] = "yes"
+    errors = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(broken)]
+    assert any("is not of type 'boolean'" in e for e in errors), errors
+
+
+def test_multi_model_runtime_serves_an_empty_repository_at_mnt_models() -> None:
+    runtime = one("ClusterServingRuntime", multi_model=True)
+    assert runtime["spec"]["multiModel"] is True
+    (container,) = runtime["spec"]["containers"]
+    # No {{.Name}}: the models are named by their TrainedModels, not by the InferenceService.
+    assert "{{" not in json.dumps(container)
+    assert container["name"] == "kserve-container" and "command" not in container
+    serve = serve_settings(container["args"]).serve
+    # /mnt/models is where KServe's webhook mounts the agent's model-dir emptyDir.
+    assert serve.model_repository == "/mnt/models"
+    assert not serve.model_uri and not serve.model_uris
+    assert serve.load_models_at_startup is True
+    assert (serve.http_port, serve.grpc_port) == (8080, 8081)  # the agent calls localhost:8080
+    single = one("ClusterServingRuntime")["spec"]
+    assert runtime["spec"]["supportedModelFormats"] == [
+        {k: v for k, v in f.items() if k != "autoSelect"} for f in single["supportedModelFormats"]
+    ]
+    assert runtime["spec"]["annotations"] == single["annotations"]
+    assert container["securityContext"] == single["containers"][0]["securityContext"]
+    assert probes(container) == probes(single["containers"][0])
+
+
 # --- the storage container ------------------------------------------------------------------
 
 
@@ -440,3 +485,67 @@ def test_storage_container_command_fails_cleanly(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "no-such-model" in done.stderr and "Traceback" not in done.stderr
     assert not dest.exists()
+
+
+@pytest.mark.slow
+def test_multi_model_runtime_args_on_a_real_server_load_what_the_agent_downloads(tmp_path: Path) -> None:
+    """The runtime's own args, /mnt/models -> an empty folder: ready at once with no model; a model
+    folder copied in (as the agent downloads it) then POST .../load with {} serves it; unload stops it."""
+    import shutil
+
+    container = one("ClusterServingRuntime", multi_model=True)["spec"]["containers"][0]
+    mnt = tmp_path / "mnt" / "models"
+    mnt.mkdir(parents=True)
+    port = free_port()
+    args = [
+        a.replace("/mnt/models", str(mnt))
+        .replace("--http_port=8080", f"--http_port={port}")
+        .replace("--grpc_port=8081", "--grpc_port=0")
+        for a in container["args"]
+    ]
+    env = {**os.environ, "MODELPORT_HOST": "127.0.0.1", "MODELPORT_ENV": "local"}
+    env["MODELPORT_CACHE_DIR"] = str(tmp_path / "cache")
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelport", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            try:
+                if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        for kind, probe in probes(container).items():
+            assert httpx.get(base + probe["httpGet"]["path"], timeout=5).status_code == 200, kind
+        assert httpx.post(f"{base}/v2/repository/index", timeout=5).json() == []
+        shutil.copytree(EXAMPLE_IRIS, mnt / "iris")
+        (mnt / "iris" / "SUCCESS.0123abcd").write_text("{}")  # the agent's marker file, beside MLmodel
+        loaded = httpx.post(f"{base}/v2/repository/models/iris/load", content=b"{}", timeout=120)
+        assert loaded.status_code == 200, (loaded.text, log.read_text()[-3000:])
+        index = httpx.post(f"{base}/v2/repository/index", timeout=5).json()
+        assert index == [{"name": "iris", "version": "", "state": "READY", "reason": ""}]
+        assert httpx.get(f"{base}/v2/models/iris/ready", timeout=5).status_code == 200
+        shutil.rmtree(mnt / "iris")  # the agent deletes the folder first, then unloads
+        assert (
+            httpx.post(f"{base}/v2/repository/models/iris/unload", content=b"{}", timeout=60).status_code
+            == 200
+        )
+        assert httpx.get(f"{base}/v2/models/iris/ready", timeout=5).status_code != 200
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -27,8 +27,17 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tests.deploy.conftest import tree, upload
-from tests.deploy.kserve_pods import MOUNT, Cluster, load_config, load_yaml, render_pod
+from tests.deploy.conftest import image_pins, tree, upload
+from tests.deploy.kserve_pods import (
+    AGENT,
+    AGENT_PORT,
+    CONFIG_VOLUME_ANNOTATION,
+    MOUNT,
+    Cluster,
+    load_config,
+    load_yaml,
+    render_pod,
+)
 from tests.deploy.podman_kube import PlayedPod, image_exists, play, podman_ready
 from tests.storage.storage_servers import AWS, Moto
 
@@ -37,6 +46,9 @@ pytestmark = [pytest.mark.pods, pytest.mark.slow]
 IMAGE = os.environ.get("MODELPORT_IMAGE", "localhost/modelport:dev")
 TORCH_IMAGE = os.environ.get("MODELPORT_TORCH_IMAGE", "localhost/modelport:dev-torch")
 BUSYBOX = "localhost/modelport-busybox:bookworm"
+# KServe's agent image (kserve/agent) is not here: a stand-in built from the modelport image.
+AGENT_IMAGE = "localhost/modelport-kserve-agent:test"
+AGENT_DIR = Path(__file__).parent / "agent"
 SPECS = REPO.parent / "shared" / "specs" / "kserve"
 KSERVE = REPO / "deploy" / "kserve"
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -56,6 +68,20 @@ def podman_here() -> None:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pods")
+
+
+@pytest.fixture(scope="module")
+def agent_image() -> str:
+    """The agent stand-in (tests/deploy/agent), rebuilt FROM the image under test: one COPY layer."""
+    proc = subprocess.run(
+        ["podman", "build", "-q", "--build-arg", f"IMAGE={IMAGE}", "-t", AGENT_IMAGE, str(AGENT_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return AGENT_IMAGE
 
 
 # --- the cluster: manifests as shipped, images replaced ----------------------------------------
@@ -92,13 +118,16 @@ def s3_secret(moto: Moto) -> dict[str, Any]:
 
 
 def make_cluster(moto: Moto, image: str = IMAGE) -> Cluster:
+    config = load_config(SPECS / "configmap" / "inferenceservice.yaml")
+    config["agent"] = {**config["agent"], "image": AGENT_IMAGE}
     return Cluster(
         runtimes=[
             with_image(load_yaml(KSERVE / "servingruntime.yaml"), image),
+            with_image(load_yaml(KSERVE / "servingruntime-multimodel.yaml"), image),
             with_image(load_yaml(SPECS / "runtimes" / "kserve-mlserver.yaml"), image),
         ],
         storage_containers=[with_image(load_yaml(KSERVE / "storagecontainer.yaml"), IMAGE)],
-        config=load_config(SPECS / "configmap" / "inferenceservice.yaml"),
+        config=config,
         secrets={"s3-creds": s3_secret(moto)},
         service_accounts={"default": {"secrets": [{"name": "s3-creds"}]}},
     )
@@ -198,6 +227,13 @@ def start(
     moto: Moto,
     config_maps: dict[str, Any] | None = None,
 ) -> PlayedPod:
+    config_maps = dict(config_maps or {})
+    model_config = pod["metadata"]["annotations"].get(CONFIG_VOLUME_ANNOTATION)
+    if model_config and model_config not in config_maps:
+        # A multi-model pod: KServe's controller creates its ConfigMap with no TrainedModel yet.
+        config_maps[model_config] = {"data": {"models.json": "[]"}}
+    if any(c["name"] == AGENT for c in pod["spec"]["containers"]):
+        ports = (*ports, AGENT_PORT)
     busy = [p for p in ports if not port_free(p)]
     assert not busy, f"ports {busy} are in use on 127.0.0.1: the pods use host networking"
     played = play(pod, work, {"s3-creds": s3_secret(moto)}, config_maps)
@@ -480,9 +516,18 @@ def test_modelcar_pod(
 
 
 def test_shared_cache_second_pod_downloads_nothing(
-    moto: Moto, s3_models: str, iris_rows, sklearn_model: Path, work: Path, running: list[PlayedPod]
+    moto: Moto,
+    s3_models: str,
+    iris_rows,
+    sklearn_model: Path,
+    work: Path,
+    running: list[PlayedPod],
+    agent_image: str,
 ) -> None:  # type: ignore[no-untyped-def]
-    """The cache on a named volume shared by pods (a node's LocalModelCache): pod 2 fetches 0 bytes."""
+    """The cache on a named volume shared by pods (a node's LocalModelCache): pod 2 fetches 0 bytes.
+
+    No storageUri, so KServe also gives these pods its model agent (an empty models.json: it
+    loads nothing); the stand-in plays it."""
     volume = "modelport-test-cache"
     subprocess.run(["podman", "volume", "rm", "-f", volume], capture_output=True, check=False)
     secret = {"secretKeyRef": {"name": "s3-creds", "key": "AWS_SECRET_ACCESS_KEY"}}
@@ -522,6 +567,149 @@ def test_shared_cache_second_pod_downloads_nothing(
     (first, log1), (second, log2) = seen
     assert first == sum(tree(sklearn_model).values()), log1[-2000:]
     assert second == 0.0 and "found in cache" in log2, log2[-2000:]
+
+
+# --- multi-model serving: TrainedModels loaded by KServe's agent -----------------------------
+
+
+@pytest.fixture(scope="module")
+def s3_regression(moto: Moto, tmp_path_factory: pytest.TempPathFactory, iris_rows) -> tuple[str, Path]:  # type: ignore[no-untyped-def]
+    """A second, different model (a regression on the same four columns) at s3://models/petal."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LinearRegression
+
+    frame, target, _ = iris_rows
+    reg = LinearRegression().fit(frame, target.astype(float))
+    path = tmp_path_factory.mktemp("reg") / "model"
+    mlflow.sklearn.save_model(
+        reg,
+        path,
+        signature=infer_signature(frame, reg.predict(frame)),
+        pip_requirements=image_pins("mlflow", "scikit-learn", "numpy", "pandas", "scipy", "cloudpickle"),
+        serialization_format="cloudpickle",
+    )
+    client = moto.client()
+    if "models" not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+        client.create_bucket(Bucket="models")
+    upload(moto, "models", "petal", path)
+    return "s3://models/petal", path
+
+
+def trained_models(*models: tuple[str, str]) -> dict[str, str]:
+    """The modelconfig ConfigMap's data as KServe's TrainedModel controller writes it."""
+    entries = [
+        {"modelName": name, "modelSpec": {"storageUri": uri, "framework": "mlflow", "memory": "256Mi"}}
+        for name, uri in models
+    ]
+    return {"models.json": json.dumps(entries)}
+
+
+def wait_for(what: str, check: Any, played: PlayedPod, timeout: float = 180.0) -> float:
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            logs = f"--- agent:\n{played.logs(AGENT)[-3000:]}\n--- server:\n{played.logs('kserve-container')[-4000:]}"
+            raise AssertionError(f"{what}: not after {timeout:.0f} s\n{logs}")
+        time.sleep(0.3)
+    return time.monotonic() - start
+
+
+def test_multi_model_pod_loads_and_unloads_trained_models_through_the_agent(
+    moto: Moto,
+    s3_models: str,
+    s3_regression: tuple[str, Path],
+    sklearn_model: Path,
+    iris_rows,
+    work: Path,
+    running: list[PlayedPod],
+    agent_image: str,
+) -> None:  # type: ignore[no-untyped-def]
+    """KServe's multi-model serving: an InferenceService with no storageUri on the multi-model
+    runtime, TrainedModels added to and removed from its modelconfig ConfigMap; the agent (a
+    stand-in doing what pkg/agent does) downloads each to /mnt/models/NAME and calls the V2
+    repository load and unload endpoints of modelport, started on an empty /mnt/models."""
+    import mlflow.pyfunc
+
+    base = "http://127.0.0.1:8080"
+    name = "mlflow-models"
+    pod = render_pod(isvc(name, None, runtime="modelport-mlflow-multimodel"), make_cluster(moto))
+    server, agent = pod["spec"]["containers"]
+    assert (server["name"], agent["name"], agent["image"]) == ("kserve-container", AGENT, agent_image)
+    assert "--model-repository=/mnt/models" in server["args"] and "initContainers" not in pod["spec"]
+    config_map = f"modelconfig-{name}-0"
+    assert pod["metadata"]["annotations"][CONFIG_VOLUME_ANNOTATION] == config_map
+
+    played = start(running, work, pod, (8080, 8081), moto)
+    TIMINGS["multi-model, empty repository (modelport multi-model runtime)"] = played.wait_ready()
+    played.wait_ready(AGENT, timeout=60)
+    assert http("POST", f"{base}/v2/repository/index")[1] == []
+
+    frame = iris_rows[2]
+    petal_uri, petal_path = s3_regression
+    want = {
+        "iris": expected_sklearn(sklearn_model, frame),
+        "petal": np.asarray(mlflow.pyfunc.load_model(str(petal_path)).predict(frame)),
+    }
+
+    def ready(model: str) -> bool:
+        return http("GET", f"{base}/v2/models/{model}/ready")[0] == 200
+
+    def predicts(model: str) -> None:
+        status, out = http("POST", f"{base}/v2/models/{model}/infer", v2_columns(frame))
+        assert status == 200, out
+        np.testing.assert_allclose(np.asarray(out["outputs"][0]["data"]), want[model].ravel(), rtol=1e-9)
+
+    # TrainedModel "iris", then "petal": each an Add for the agent.
+    played.update_config_map(config_map, trained_models(("iris", s3_models)))
+    TIMINGS["multi-model, TrainedModel 1 downloaded and loaded"] = wait_for(
+        "iris ready", lambda: ready("iris"), played
+    )
+    predicts("iris")
+    played.update_config_map(config_map, trained_models(("iris", s3_models), ("petal", petal_uri)))
+    TIMINGS["multi-model, TrainedModel 2 downloaded and loaded"] = wait_for(
+        "petal ready", lambda: ready("petal"), played
+    )
+    for model in ("iris", "petal"):
+        predicts(model)
+    status, index = http("POST", f"{base}/v2/repository/index")
+    assert status == 200 and sorted((m["name"], m["state"]) for m in index) == [
+        ("iris", "READY"),
+        ("petal", "READY"),
+    ], index
+    # Downloaded exactly where KServe's agent puts them, with its SUCCESS.<sha256> marker.
+    listing = played.exec("kserve-container", "find", MOUNT, "-maxdepth", "2", "-printf", "%P\\n").split()
+    assert {"iris/MLmodel", "petal/MLmodel"} <= set(listing)
+    assert sum(p.startswith("iris/SUCCESS.") for p in listing) == 1 and "sk-old" not in listing
+
+    # TrainedModel "iris" deleted: the agent removes its folder, then unloads it.
+    played.update_config_map(config_map, trained_models(("petal", petal_uri)))
+    wait_for("iris unloaded", lambda: not ready("iris"), played, timeout=60)
+    status, out = http("POST", f"{base}/v2/models/iris/infer", v2_columns(frame))
+    assert status == 503, (status, out)  # known, not loaded: ModelNotReady, naming the load endpoint
+    status, index = http("POST", f"{base}/v2/repository/index", {"ready": True})
+    assert [m["name"] for m in index] == ["petal"], index
+    predicts("petal")  # the other one still serves
+    assert http("GET", f"{base}/v2/health/ready")[0] == 200
+    wait_for(
+        "iris folder deleted",
+        lambda: "iris" not in played.exec("kserve-container", "ls", MOUNT).split(),
+        played,
+        30,
+    )
+    logs = played.logs(AGENT)
+    for line in (
+        "Successfully loaded model iris",
+        "Successfully loaded model petal",
+        "Successfully unloaded model iris",
+    ):
+        assert line in logs, logs[-3000:]
+    assert "Failed" not in logs, logs[-3000:]
+    played.down()
+    running.remove(played)
+    assert played.exit_codes["kserve-container"] == "exited 0" and played.exit_codes[AGENT] == "exited 0", (
+        played.exit_codes
+    )
 
 
 def test_image_refuses_a_python_it_lacks_with_a_clear_message(sklearn_model: Path, work: Path) -> None:

@@ -226,3 +226,15 @@ def test_mlserver_named_without_protocol_gets_v2() -> None:
     # SetMlServerDefaults, keyed on the server-type annotation.
     chosen = select_runtime(inference_service("mlflow", "2", None, runtime=MLSERVER), cluster())
     assert (chosen.runtime, chosen.protocol) == (MLSERVER, "v2")
+
+
+def test_the_multi_model_runtime_changes_no_automatic_selection() -> None:
+    """multiModel: true keeps it out of KServe's automatic choice (the controller asks for
+    single-model runtimes); an InferenceService gets it by naming it, and the webhook admits it."""
+    multi = load_runtimes(REPO / "deploy" / "kserve" / "servingruntime-multimodel.yaml")
+    runtimes = [*cluster(), *multi]
+    assert {k: s.runtime for k, s in selection_table(runtimes).items()} == EXPECTED
+    assert admission_errors(multi[0], runtimes) == []
+    for protocol in (None, "v2"):
+        named = inference_service("mlflow", "2", protocol, runtime="modelport-mlflow-multimodel")
+        assert select_runtime(named, runtimes).runtime == "modelport-mlflow-multimodel"

@@ -70,3 +70,13 @@ def copy_model(tmp_path: Path) -> Callable[[Path], Path]:
         return dest
 
     return copy
+
+
+@pytest.fixture(scope="session")
+def model_1x(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
+    """An sklearn model saved by MLflow 1.30.1 (scikit-learn 1.1.3), and its predictions there."""
+    from tests.runtime.mlflow1_support import make_venv, save_model
+
+    python = make_venv(tmp_path_factory.mktemp("saving1x") / "venv")
+    dest = tmp_path_factory.mktemp("models1x") / "iris1x"
+    return dest, save_model(python, dest)

@@ -166,3 +166,28 @@ def test_mlmodel_not_utf8(tmp_path: Path) -> None:
     (tmp_path / "MLmodel").write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ModelLoadError, match="cannot read"):
         read_model_spec(tmp_path)
+
+
+def test_mlflow_3_logged_model_fields() -> None:
+    spec = parse_mlmodel(mlmodel_text("pyfunc-3.17-logged-model"))
+    assert spec.model_id == "m-f8d79b60d5724d4187eaf0f912e46671" == spec.model_uuid
+    assert spec.metadata == {"team": "x"}
+    assert spec.raw["model_size_bytes"] == 2143 and spec.raw["prompts"] is None
+    assert spec.raw["is_signature_from_type_hint"] is True
+    assert spec.env_files == {"conda": "conda.yaml", "virtualenv": "python_env.yaml"}
+    assert spec.signature is not None and [f.datatype for f in spec.signature.inputs] == ["BYTES"]
+
+
+def test_databricks_integer_column_names_become_v2_names() -> None:
+    spec = parse_mlmodel(mlmodel_text("sklearn-3.4-databricks-int-columns"))
+    assert spec.signature is not None
+    assert [f.name for f in spec.signature.inputs] == ["0", "1", "2"]
+    assert spec.model_id == "m-0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+    assert spec.raw["databricks_runtime"].startswith("16.4")
+
+
+def test_azureml_1x_model_has_conda_env_only() -> None:
+    spec = parse_mlmodel(mlmodel_text("sklearn-1.29-azureml-skinny"))
+    assert spec.env_files == {"conda": "conda.yaml"}
+    assert spec.flavors["sklearn"]["sklearn_version"] == "0.22.1.post1"
+    assert spec.run_id is not None and spec.run_id.startswith("AutoML_")

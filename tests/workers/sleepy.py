@@ -6,9 +6,11 @@ then sleeps ``max(sleep)`` seconds, so tests can tell which requests reached the
 
 from __future__ import annotations
 
+import importlib
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 SLEEPY_CODE = textwrap.dedent(
     """
@@ -29,29 +31,34 @@ SLEEPY_CODE = textwrap.dedent(
 )
 
 
-def save_sleepy_model(root: Path) -> Path:
-    """Save the model under ``root``/model with real mlflow; return its folder."""
+def save_code_model(root: Path, module: str, code: str, cls: str, example: dict[str, list[Any]]) -> Path:
+    """Save the PythonModel ``cls`` defined by ``code`` (as module ``module``, shipped as a code
+    path) under ``root``/model with real mlflow, ``example`` as its input example; return its folder."""
     import mlflow.pyfunc
     import pandas as pd
 
     root.mkdir(parents=True, exist_ok=True)
-    (root / "sleepy_model.py").write_text(SLEEPY_CODE)
+    (root / f"{module}.py").write_text(code)
     sys.path.insert(0, str(root))
     try:
-        import sleepy_model
-
+        python_model = getattr(importlib.import_module(module), cls)()
         path = root / "model"
         mlflow.pyfunc.save_model(
             path,
-            python_model=sleepy_model.Sleepy(),
-            input_example=pd.DataFrame({"sleep": [0.0], "tag": ["warm-up"]}),
-            code_paths=[str(root / "sleepy_model.py")],
+            python_model=python_model,
+            input_example=pd.DataFrame(example),
+            code_paths=[str(root / f"{module}.py")],
             pip_requirements=["mlflow"],
         )
     finally:
         sys.path.remove(str(root))
-        sys.modules.pop("sleepy_model", None)
+        sys.modules.pop(module, None)
     return path
+
+
+def save_sleepy_model(root: Path) -> Path:
+    """Save the model under ``root``/model with real mlflow; return its folder."""
+    return save_code_model(root, "sleepy_model", SLEEPY_CODE, "Sleepy", {"sleep": [0.0], "tag": ["warm-up"]})
 
 
 def v2_body(sleep: float, tag: str) -> dict[str, object]:

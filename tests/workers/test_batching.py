@@ -318,3 +318,31 @@ def test_a_lone_call_skips_the_queue_and_slots_bound_the_calls_in_flight(dispatc
     assert [r.outputs[0][1].tolist() for r in results] == [[2.0 * i] for i in range(20)]
     assert worker.most <= dispatchers  # the inline path takes a dispatcher's slot
     assert len(worker.calls) < 21  # and concurrent calls still merge
+
+
+def test_a_batch_waits_only_while_requests_keep_arriving() -> None:
+    """With a long --max-batch-wait-ms, calls arriving one per loop iteration join the batch that
+    is waiting; once none arrive it goes at once, not when the wait is up."""
+
+    async def main() -> tuple[list[int], float]:
+        worker = FakeWorker()
+        loop = asyncio.get_running_loop()
+        batcher = Batcher(worker.send, max_size=64, max_wait_s=30.0)
+        # Two calls queued behind a busy worker make the next dispatch a batch that may wait.
+        first = asyncio.ensure_future(batcher.submit(call([0.0])))
+        await asyncio.sleep(0)
+        pending = [asyncio.ensure_future(batcher.submit(call([float(i)]))) for i in (1, 2)]
+        await first
+        started = loop.time()
+        for i in range(3, 8):  # a trickle: one new call per event-loop iteration
+            pending.append(asyncio.ensure_future(batcher.submit(call([float(i)]))))
+            await asyncio.sleep(0)
+        results = await asyncio.gather(*pending)
+        took = loop.time() - started
+        await batcher.stop()
+        assert [r.outputs[0][1].tolist() for r in results] == [[2.0 * i] for i in range(1, 8)]
+        return worker.calls, took
+
+    calls, took = asyncio.run(main())
+    assert calls[0] == 1 and calls[1] == 7  # the trickle joined the waiting batch
+    assert took < 10  # and it did not wait out the 30 s

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import asyncio
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +73,48 @@ def test_worker_errors_come_back_with_their_details() -> None:
     assert type(plain) is UnsupportedMediaType and plain.details["mlflow_mimetype"] == "text/plain"
     bare = ipc.error_of({"ok": False})
     assert type(bare) is ModelportError and bare.message == "worker error" and bare.details == {}
+
+
+def test_frames_cross_both_ways_whole_split_and_glued() -> None:
+    """The server's frames read by the runtime, and the runtime's frames (NaN in the header,
+    buffers of every size, split byte by byte or glued together) read by the server's protocol."""
+    from modelport._runtime.modelport_worker import framing
+
+    big = np.arange(300_000, dtype=np.float64)  # 2.4 MB: many reads
+    frames = [
+        ({"id": 1, "ok": True, "x": float("nan")}, [b"abc", big]),
+        ({"id": 2, "ok": True}, []),
+        ({"id": 3, "ok": True, "s": "é"}, [b""]),
+    ]
+    wire = b"".join(bytes(p) for h, bufs in frames for p in framing.encode(h, bufs))
+
+    async def read_back(chunks: list[bytes]) -> list[ipc.Reply]:
+        got: list[ipc.Reply] = []
+        a, b = socket.socketpair()
+        b.setblocking(False)
+        loop = asyncio.get_running_loop()
+        transport, proto = await loop.create_unix_connection(lambda: ipc.FrameProtocol(got.append), sock=a)
+        for chunk in chunks:
+            await loop.sock_sendall(b, chunk)
+        b.close()
+        await asyncio.wait_for(proto.closed, 10)
+        transport.close()
+        return got
+
+    small = [wire[:5], wire[5:9], wire[9:20], wire[20:]]
+    for chunks in (small, [wire], [wire[i : i + 65536] for i in range(0, len(wire), 65536)]):
+        got = asyncio.run(read_back(chunks))
+        assert [h["id"] for h, _ in got] == [1, 2, 3]
+        assert np.isnan(got[0][0]["x"]) and got[2][0]["s"] == "é"
+        assert bytes(got[0][1][0]) == b"abc"
+        assert np.array_equal(np.frombuffer(got[0][1][1], dtype=np.float64), big)
+        assert got[1][1] == [] and bytes(got[2][1][0]) == b""
+        got[0][1][0][0] = 0  # buffers stay writable (arrays are built on them)
+
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(
+            b"".join(bytes(p) for p in ipc.encode({"op": "predict", "id": 9, "p": [1.5, None]}, [b"xy"]))
+        )
+        header, buffers = framing.read_frame_blocking(b.makefile("rb"))
+    assert header == {"op": "predict", "id": 9, "p": [1.5, None]} and bytes(buffers[0]) == b"xy"

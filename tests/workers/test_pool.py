@@ -144,20 +144,25 @@ def sleep_frame(seconds: float, tag: str) -> tuple[dict[str, Any], list[Any]]:
     )
 
 
-def make_pool(model: Path, name: str, ping_timeout: float = 10.0) -> WorkerPool:
+def make_pool(model: Path, name: str, ping_timeout: float = 10.0, start: str = "spawn") -> WorkerPool:
     async def prepare_load(hello: dict[str, Any]) -> str:
         return str(model)
 
-    return WorkerPool(sys.executable, 1, prepare_load, ping_timeout=ping_timeout, model=name)
+    return WorkerPool(sys.executable, 1, prepare_load, ping_timeout=ping_timeout, model=name, start=start)
+
+
+# Every in-process pool test runs with spawned workers and with workers forked from a template.
+START_MODES = pytest.mark.parametrize("start", ["spawn", "fork"])
 
 
 def restarts(name: str, cause: str) -> float | None:
     return REGISTRY.get_sample_value("modelport_worker_restarts_total", {"model": name, "cause": cause})
 
 
-def test_pings_find_a_silent_worker_and_it_is_replaced(sleepy_model: Path) -> None:
+@START_MODES
+def test_pings_find_a_silent_worker_and_it_is_replaced(sleepy_model: Path, start: str) -> None:
     async def main() -> tuple[Any, float, bool, int, int]:
-        pool = make_pool(sleepy_model, "silent", ping_timeout=1.0)
+        pool = make_pool(sleepy_model, f"silent-{start}", ping_timeout=1.0, start=start)
         await pool.start()
         try:
             old_pid = pool.workers[0].hello["pid"]
@@ -180,12 +185,15 @@ def test_pings_find_a_silent_worker_and_it_is_replaced(sleepy_model: Path) -> No
     assert 1.0 <= noticed < 10  # the ping timeout plus an interval or two
     assert not ready_after_kill  # not ready from the moment it is killed
     assert new_pid != old_pid and not Path(f"/proc/{old_pid}").exists()
-    assert restarts("silent", "unresponsive") == 1
+    assert restarts(f"silent-{start}", "unresponsive") == 1
 
 
-def test_deadlines_answer_504_and_only_the_server_limit_kills_a_worker(sleepy_model: Path) -> None:
+@START_MODES
+def test_deadlines_answer_504_and_only_the_server_limit_kills_a_worker(
+    sleepy_model: Path, start: str
+) -> None:
     async def main() -> dict[str, Any]:
-        pool = make_pool(sleepy_model, "deadlines")
+        pool = make_pool(sleepy_model, f"deadlines-{start}", start=start)
         await pool.start()
         loop = asyncio.get_running_loop()
         seen: dict[str, Any] = {}
@@ -234,4 +242,4 @@ def test_deadlines_answer_504_and_only_the_server_limit_kills_a_worker(sleepy_mo
     assert seen["ready_after_answer"]
     assert 2 <= seen["killed_after"] < 10 and seen["cause"] == "timeout"
     assert seen["new_pid"]
-    assert restarts("deadlines", "timeout") == 1
+    assert restarts(f"deadlines-{start}", "timeout") == 1

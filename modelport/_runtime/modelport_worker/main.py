@@ -43,13 +43,51 @@ class Channel:
 def _versions() -> Dict[str, Optional[str]]:
     from importlib import metadata
 
-    out: Dict[str, Optional[str]] = {"python": platform.python_version()}
-    for name in ("mlflow", "numpy"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
+    out: Dict[str, Optional[str]] = {"python": platform.python_version(), "mlflow": _mlflow_version()}
+    try:
+        out["numpy"] = metadata.version("numpy")
+    except metadata.PackageNotFoundError:
+        out["numpy"] = None
     return out
+
+
+def _mlflow_version() -> Optional[str]:
+    """What ``mlflow.__version__`` will say, without importing mlflow (the hello goes out first).
+
+    Read from the package's own version.py: the distribution may be mlflow, mlflow-skinny
+    (AzureML writes only that) or a local build whose metadata names something else.
+    """
+    import importlib.util
+    import re
+    from importlib import metadata
+
+    imported = sys.modules.get("mlflow")  # a template worker imports it before its hello
+    if imported is not None and isinstance(getattr(imported, "__version__", None), str):
+        return str(imported.__version__)
+    try:
+        spec = importlib.util.find_spec("mlflow")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return None
+    for folder in spec.submodule_search_locations or []:
+        try:
+            with open(os.path.join(folder, "version.py"), encoding="utf-8") as f:
+                found = re.search(r"^VERSION\s*=\s*[\"']([^\"']+)[\"']", f.read(), re.M)
+        except OSError:
+            continue
+        if found:
+            return found.group(1)
+    for dist in ("mlflow", "mlflow-skinny"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return None
+
+
+# The model a warm template loaded before forking this worker (see ``template``), if any.
+PRELOADED: Optional[LoadedModel] = None
 
 
 def _answer_pings(channel: Channel) -> None:
@@ -82,10 +120,17 @@ def serve(fd: int, ping_fd: int) -> None:
         out: List[Any] = []
         try:
             if op == "load":
-                model = LoadedModel(header["path"])
+                preloaded = PRELOADED is not None and PRELOADED.path == header["path"]
+                model = PRELOADED if preloaded else LoadedModel(header["path"])
+                assert model is not None
                 warm = model.warm_up() if header.get("warm_up", True) else None
                 reply, out = (
-                    {"load_s": model.load_s, "warm_up_s": warm, "fast_path": model.fast is not None},
+                    {
+                        "load_s": 0.0 if preloaded else model.load_s,
+                        "warm_up_s": warm,
+                        "fast_path": model.fast is not None,
+                        "preloaded": preloaded,
+                    },
                     [],
                 )
                 # mlflow leaves millions of long-lived objects; without this every full

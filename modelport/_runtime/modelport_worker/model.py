@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import sys
 import time
 import traceback
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -41,9 +43,20 @@ class LoadedModel:
         self.accepts_params = "params" in inspect.signature(self.model.predict).parameters
         self.input_schema = self.model.metadata.get_input_schema()
         self.fast: Optional[fastpath.SklearnFastPath] = None
+        self._scorer: Optional[Callable[[bytes, Optional[str]], Reply]] = None
+        # Columns saved with non-string names (a DataFrame with integer columns): V2 names are
+        # strings, MLflow's schema check wants the originals back.
+        self.renames = _non_string_names(self.input_schema)
 
     def warm_up(self) -> Optional[float]:
         """Predict the saved input example once; None when the model has none."""
+        info = getattr(self.model.metadata, "saved_input_example_info", None) or {}
+        named = info.get("artifact_path") if isinstance(info, dict) else None
+        if isinstance(named, str) and not os.path.exists(os.path.join(self.path, named)):
+            # A folder copied without its example (or MLmodel plus the model file only) still
+            # serves; only a warm-up is lost. The doctor's mlmodel check names the file.
+            print(f"modelport: the saved input example {named} is missing: no warm-up", file=sys.stderr)
+            return None
         try:
             example = self.model.metadata.load_input_example(self.path)
         except Exception as exc:  # a saved example that cannot be read means the model folder is broken
@@ -75,6 +88,8 @@ class LoadedModel:
             except Exception:
                 self.fast.failures += 1  # the full path below answers, or reports the error
         data = _build_input(arrays, layout)
+        if self.renames and layout == "frame":
+            data = data.rename(columns=self.renames)
         try:
             result = self._call(data, params)
         except Exception as exc:
@@ -87,26 +102,104 @@ class LoadedModel:
         Its answers other than a prediction come back as errors, in plain data: MLflow's
         ``error_code`` for a MlflowException, the body and its type for a plain answer.
         """
-        from mlflow.exceptions import MlflowException
-        from mlflow.pyfunc import scoring_server
-
         body = bytes(buffers[0]) if buffers else b""
-        try:
-            resp = scoring_server.invocations(body, header["content_type"], self.model, self.input_schema)
-        except MlflowException as exc:
-            code = _code_of_status(exc.get_http_status_code())
-            raise WorkerError(code, exc.message, {"mlflow_error_code": exc.error_code}) from exc
-        except Exception as exc:
-            raise _classify(exc) from exc
-        if resp.status != 200:
-            code = _code_of_status(resp.status)
-            raise WorkerError(code, resp.response, {"mlflow_mimetype": resp.mimetype})
-        return {"mimetype": resp.mimetype}, [resp.response.encode()]
+        content_type = header.get("content_type")
+        if self._scorer is None:
+            try:
+                self._scorer = _make_scorer(self.model, self.input_schema)
+            except Exception as exc:
+                what = "cannot set up this MLflow's scoring server"
+                if isinstance(exc, ImportError):
+                    # mlflow-skinny leaves out Flask, which MLflow 1.x's scoring server imports.
+                    what += " (its dependencies are not installed in the model's environment; V2 does not need them)"
+                raise glue_failed(what, exc) from exc
+        return self._scorer(body, content_type)
 
     def _call(self, data: Any, params: Optional[Dict[str, Any]]) -> Any:
         if params and self.accepts_params:
             return self.model.predict(data, params=params)
         return self.model.predict(data)
+
+
+def _non_string_names(schema: Any) -> Dict[str, Any]:
+    try:
+        names = schema.input_names() if schema is not None and schema.has_input_names() else []
+    except Exception:  # an MLflow without these methods: names are strings there
+        return {}
+    return {str(n): n for n in names if n is not None and not isinstance(n, str)}
+
+
+def _make_scorer(model: Any, input_schema: Any) -> Callable[[bytes, Optional[str]], Reply]:
+    """MLflow's scoring for this mlflow: ``scoring_server.invocations`` where it exists (from
+    MLflow 2.x), else the Flask view of ``scoring_server.init`` (1.x and the first 2.x releases),
+    called through Flask's test client so that every answer is that version's own."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc import scoring_server
+
+    if hasattr(scoring_server, "invocations"):
+
+        def score(body: bytes, content_type: Optional[str]) -> Reply:
+            try:
+                resp = scoring_server.invocations(body, content_type, model, input_schema)
+            except MlflowException as exc:
+                code = _code_of_status(exc.get_http_status_code())
+                raise WorkerError(code, exc.message, {"mlflow_error_code": exc.error_code}) from exc
+            except Exception as exc:
+                raise _classify(exc) from exc
+            try:
+                return _scored(resp.status, resp.response, resp.mimetype)
+            except WorkerError:
+                raise
+            except Exception as exc:
+                raise glue_failed("cannot read MLflow's scoring answer", exc) from exc
+
+        return score
+
+    client = scoring_server.init(model).test_client()
+
+    def score_flask(body: bytes, content_type: Optional[str]) -> Reply:
+        headers = {"Content-Type": content_type} if content_type else {}
+        try:
+            resp = client.post("/invocations", data=body, headers=headers)
+            status, data, mimetype = resp.status_code, resp.get_data(), resp.mimetype
+        except Exception as exc:
+            raise glue_failed("cannot call MLflow's scoring view", exc) from exc
+        try:
+            return _scored(status, data, mimetype)
+        except WorkerError:
+            raise
+        except Exception as exc:
+            raise glue_failed("cannot read MLflow's scoring answer", exc) from exc
+
+    return score_flask
+
+
+def _scored(status: int, response: Any, mimetype: str) -> Reply:
+    """A reply for MLflow's answer; an error answer raised as a WorkerError in MLflow's terms."""
+    data = response if isinstance(response, bytes) else str(response).encode()
+    if status == 200:
+        return {"mimetype": mimetype}, [data]
+    text = data.decode("utf-8", "replace")
+    code = _code_of_status(status)
+    if mimetype == "application/json":
+        # MLflow's catch_mlflow_exception: {"error_code": ..., "message": ...[, "stack_trace"]}
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = None
+        if (
+            isinstance(doc, dict)
+            and isinstance(doc.get("error_code"), str)
+            and isinstance(doc.get("message"), str)
+        ):
+            raise WorkerError(code, doc["message"], {"mlflow_error_code": doc["error_code"]})
+    raise WorkerError(code, text, {"mlflow_mimetype": mimetype})
+
+
+def glue_failed(what: str, exc: BaseException) -> WorkerError:
+    """modelport's own code around MLflow failed: a server fault of modelport's, not the model's."""
+    traceback.print_exc()
+    return WorkerError("internal", f"modelport's glue failed: {what}: {_describe(exc)}")
 
 
 def _build_input(arrays: List[Tuple[str, np.ndarray]], layout: str) -> Any:
