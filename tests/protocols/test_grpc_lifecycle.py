@@ -101,9 +101,12 @@ def test_sigterm_lets_calls_in_flight_complete(sleepy_model: Path, tmp_path: Pat
         stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")(
             iter(streamed.get, b"")
         )
+        # The stream's request first, and running: one only in flight to the server when SIGTERM
+        # comes was never received, and the stream would rightly end with no answer.
+        streamed.put(sleepy(1.5, "s0").SerializeToString())
+        wait_for(lambda: "s0" in calls(log), 30, "the streamed predict should start", server)
         with ThreadPoolExecutor(4) as pool:
             answers = [pool.submit(infer, sleepy(1.5, f"c{i}"), timeout=60) for i in range(4)]
-            streamed.put(sleepy(1.5, "s0").SerializeToString())
             wait_for(lambda: len(calls(log)) >= 2, 30, "two predicts should start", server)
             server.proc.send_signal(signal.SIGTERM)
             termed = time.monotonic()

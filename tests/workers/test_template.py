@@ -305,6 +305,10 @@ def test_the_server_starts_the_template_before_its_checks_and_adopts_it(
 ) -> None:
     server = start_server(iris_model, "--workers", "2", "--worker-start", "fork", tmp=tmp_path)
     try:
+        # Ready is one worker ready; the second may still be forking.
+        waited = time.monotonic() + 60
+        while server.log().count("forked from template pid ") < 2 and time.monotonic() < waited:
+            time.sleep(0.1)
         log = server.log()
     finally:
         server.stop()
