@@ -64,6 +64,46 @@ class PipelineFlow(FlowControl):
             super().resume_reading()
 
 
+class OneWrite:
+    """The transport as one response's cycle sees it: the head uvicorn writes is held until the
+    body's first bytes, and both leave in one write. Two writes cost the front a second loopback
+    TCP send and the client a second wake-up (about 25 µs of a 0.5 ms iris request). Held at most
+    until the end of this event-loop iteration, so a response without body bytes (HEAD) or one
+    whose body comes later is not delayed."""
+
+    __slots__ = ("transport", "loop", "held", "first")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.loop = loop
+        self.held: bytes | None = None
+        self.first = True
+
+    def write(self, data: bytes) -> None:
+        if self.first:
+            self.first = False
+            self.held = data
+            self.loop.call_soon(self.flush)
+        elif self.held is not None:
+            self.transport.writelines((self.held, data))
+            self.held = None
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        self.first = False
+        if self.held is not None:
+            self.transport.write(self.held)
+            self.held = None
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class HeadTooLarge(Exception):
     """Raised from the parser's callback to stop parsing a head over the cap."""
 
@@ -205,6 +245,7 @@ class GuardedProtocol(HttpToolsProtocol):
             self.oversized = (len(self.url), size)
             raise HeadTooLarge()
         super().on_headers_complete()
+        self.cycle.transport = cast(asyncio.Transport, OneWrite(self.transport, self.loop))
         if self.draining:
             self.cycle.keep_alive = False
 

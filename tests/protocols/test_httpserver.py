@@ -109,3 +109,59 @@ def test_same_app_under_asgi(method: str, path: str, status: int) -> None:
             return (await client.request(method, path)).status_code
 
     assert asyncio.run(main()) == status
+
+
+class _Recorder:
+    """A transport that records what is written, call by call."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[bytes]] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.calls.append([data])
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.calls.append(list(data))
+
+    def close(self) -> None:
+        self.calls.append(["<close>"])  # type: ignore[list-item]
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_a_response_head_leaves_with_its_body_in_one_write() -> None:
+    from modelport.protocols.httpserver import OneWrite
+
+    async def main() -> tuple[
+        list[list[bytes]], list[list[bytes]], list[list[bytes]], list[list[bytes]], bool
+    ]:
+        loop = asyncio.get_running_loop()
+        # A head then its body: one write, head first.
+        t = _Recorder()
+        w = OneWrite(t, loop)  # type: ignore[arg-type]
+        w.write(b"HEAD")
+        w.write(b"BODY")
+        w.write(b"MORE")  # later chunks go as they come
+        await asyncio.sleep(0)
+        body = t.calls
+        # A head alone (HEAD, or a body still to come): out by the end of this loop iteration.
+        t = _Recorder()
+        w = OneWrite(t, loop)  # type: ignore[arg-type]
+        w.write(b"HEAD")
+        held = t.calls[:]
+        await asyncio.sleep(0)
+        alone = t.calls
+        # Closing sends what is held first.
+        t = _Recorder()
+        w = OneWrite(t, loop)  # type: ignore[arg-type]
+        w.write(b"HEAD")
+        w.close()
+        return body, held, alone, t.calls, w.is_closing()
+
+    body, held, alone, closed, closing = asyncio.run(main())
+    assert body == [[b"HEAD", b"BODY"], [b"MORE"]]
+    assert held == [] and alone == [[b"HEAD"]]  # held at first, written before the next iteration
+    assert closed == [[b"HEAD"], ["<close>"]]
+    assert closing is False  # anything else is the transport's

@@ -346,3 +346,80 @@ def test_a_batch_waits_only_while_requests_keep_arriving() -> None:
     calls, took = asyncio.run(main())
     assert calls[0] == 1 and calls[1] == 7  # the trickle joined the waiting batch
     assert took < 10  # and it did not wait out the 30 s
+
+
+class QuickWorker(FakeWorker):
+    """A worker faster than the single-threaded front that feeds it, whose answers the front
+    must also find time to read (``front``): batches cannot form by queueing alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.front = asyncio.Lock()
+
+    async def send(
+        self, header: dict[str, Any], buffers: list[Any], deadline: Any = None
+    ) -> tuple[dict[str, Any], list[Any]]:
+        x = unpack_array(header["inputs"][0], buffers)
+        self.calls.append(len(x))
+        await asyncio.sleep(0.001)
+        async with self.front:
+            await asyncio.sleep(0.0002)
+        out: list[Any] = []
+        return {"kind": "ndarray", "outputs": [pack_array("", x * 2, out)]}, out
+
+
+async def _clients(worker: QuickWorker, batcher: Batcher, clients: int, each: int) -> list[Any]:
+    """``clients`` closed-loop clients behind the front, which takes 2 ms to read each request:
+    requests reach the batcher one at a time, as gRPC calls do."""
+
+    async def client(c: int) -> list[Any]:
+        answers = []
+        for i in range(each):
+            async with worker.front:
+                await asyncio.sleep(0.002)
+            answers.append(await batcher.submit(call([float(c * 1000 + i)])))
+        return answers
+
+    return await asyncio.gather(*(client(c) for c in range(clients)))
+
+
+def test_requests_from_concurrent_clients_that_arrive_one_at_a_time_are_batched() -> None:
+    """Four clients whose requests the front hands over one by one, to a worker faster than the
+    front: the batches hold all four, not whatever queued while the worker was busy."""
+
+    async def main() -> tuple[list[Any], list[int]]:
+        worker = QuickWorker()
+        batcher = Batcher(worker.send, max_size=64, max_wait_s=1.0)
+        answers = await _clients(worker, batcher, clients=4, each=25)
+        await batcher.stop()
+        return answers, worker.calls
+
+    answers, calls = asyncio.run(main())
+    for c, mine in enumerate(answers):
+        assert [r.outputs[0][1].tolist() for r in mine] == [[2.0 * (c * 1000 + i)] for i in range(25)]
+    assert sum(calls) == 100
+    # Lingering, nearly every call holds all four (26 calls); sending a lone request at once
+    # when the worker was free gave calls of 1 and 3 in turn (50 calls).
+    assert len(calls) <= 35, calls
+    assert max(calls) <= 4  # never more than the clients there are: nobody waits for a fifth
+
+
+def test_a_lone_client_is_never_held_back_even_after_a_crowd() -> None:
+    """After four concurrent clients, one client alone: its requests go at once, not after the
+    (long) --max-batch-wait-ms waiting for clients that left."""
+
+    async def main() -> tuple[list[int], float]:
+        worker = QuickWorker()
+        loop = asyncio.get_running_loop()
+        batcher = Batcher(worker.send, max_size=64, max_wait_s=5.0)
+        await _clients(worker, batcher, clients=4, each=10)
+        before = len(worker.calls)
+        started = loop.time()
+        await _clients(worker, batcher, clients=1, each=20)
+        took = loop.time() - started
+        await batcher.stop()
+        return worker.calls[before:], took
+
+    calls, took = asyncio.run(main())
+    assert calls == [1] * 20
+    assert took < 4.0  # 20 x 3.2 ms of work; one wait of 5 s would show

@@ -84,9 +84,12 @@ class LoadedModel:
         params = header.get("params")
         if self.fast is not None and not params and self.fast.accepts(arrays, layout):
             try:
-                return _encode_result(self.fast.predict(arrays))
+                result = self.fast.predict(arrays)
             except Exception:
+                result = None
                 self.fast.failures += 1  # the full path below answers, or reports the error
+            if result is not None:
+                return _encode_result(result)
         data = _build_input(arrays, layout)
         if self.renames and layout == "frame":
             data = data.rename(columns=self.renames)
