@@ -141,7 +141,11 @@ def setup_process(settings: Settings) -> None:
         mp_server.configure_logging(serve.log_level)  # type: ignore[attr-defined]
     else:
         logs.configure(serve.log_level, serve.log_format, access_log=serve.access_log)
-    raise_limit = getattr(mp_server, "raise_open_files_limit", None)
+    try:
+        from modelport import boot
+    except ImportError:
+        boot = mp_server  # type: ignore[assignment]  # where older checkouts have it
+    raise_limit = getattr(boot, "raise_open_files_limit", None)
     if raise_limit is not None:
         raise_limit()
 

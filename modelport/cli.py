@@ -209,7 +209,7 @@ def run(argv: Sequence[str], environ: dict[str, str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
-        from modelport.server import serve
+        from modelport.boot import serve
 
         serve_opts = settings.serve
         if not (serve_opts.model_uri or serve_opts.model_uris or serve_opts.model_repository):

@@ -6,18 +6,14 @@ over gRPC on --grpc-port, in the same event loop).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
-import resource
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelport import logs
 from modelport.dataplane import DataPlane
 from modelport.envs import resolve_interpreter
 from modelport.errors import EnvironmentError_, ModelportError
@@ -39,23 +35,12 @@ from modelport.storage.modelcar import wait_for_model
 from modelport.storage.progress import make_reporter
 from modelport.workers.batching import Batcher
 from modelport.workers.pool import WorkerPool
-from modelport.workers.process import RUNTIME_DIR
-from modelport.workers.template import discard_early, launch_early, launch_template, plan_for, take_early
+from modelport.workers.template import RUNTIME_DIR, discard_early, launch_template, plan_for, take_early
 
 if TYPE_CHECKING:
     from modelport.protocols.grpc_server import GrpcServer
 
 log = logging.getLogger("modelport")
-
-
-def raise_open_files_limit() -> None:
-    """Connections are file descriptors: allow as many as the hard limit lets --max-connections use."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(
-                resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard)
-            )
 
 
 def batching_enabled(mode: str, spec: ModelSpec) -> bool:
@@ -178,9 +163,6 @@ async def start_grpc(settings: Settings, dataplane: DataPlane, http: HttpServer)
 async def run_server(settings: Settings) -> int:
     started = time.perf_counter()
     opts = settings.serve
-    if opts.worker_start == "fork" and settings.env.policy_kind in ("auto", "local"):
-        # The likely interpreter's template imports mlflow while the model is fetched and checked.
-        await launch_early(opts.python or sys.executable, str(RUNTIME_DIR))
     dataplane, repository, specs = make_repository(settings)
     first: ServedModel | None = None
     if not multi_model(opts, specs):
@@ -249,16 +231,3 @@ async def run_server(settings: Settings) -> int:
         await repository.stop_all()
         await discard_early()
     return 1 if failure else 0
-
-
-def serve(settings: Settings) -> int:
-    logs.configure(settings.serve.log_level, settings.serve.log_format, access_log=settings.serve.access_log)
-    for note in settings.serve.notes:
-        log.info("%s", note)
-    raise_open_files_limit()
-    try:
-        import uvloop
-
-        return uvloop.run(run_server(settings))
-    except ImportError:
-        return asyncio.run(run_server(settings))

@@ -23,8 +23,8 @@ from modelport import metrics
 from modelport.errors import ModelLoadError, ModelNotReady, ModelportError
 from modelport.inference import Deadline
 from modelport.workers.ipc import Reply, load_request
-from modelport.workers.process import RUNTIME_DIR, WorkerProcess
-from modelport.workers.template import ForkPlan, ForkUnsafe, Template, fork_unavailable
+from modelport.workers.process import WorkerProcess
+from modelport.workers.template import RUNTIME_DIR, ForkPlan, ForkUnsafe, Template, fork_unavailable
 
 log = logging.getLogger("modelport.workers")
 

@@ -15,18 +15,16 @@ import signal
 import socket
 import subprocess
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from modelport.errors import ModelNotReady, WorkerCrashed
 from modelport.inference import Deadline
 from modelport.workers import ipc
 from modelport.workers.ipc import Reply
-from modelport.workers.template import ForkedProcess, Template
+from modelport.workers.template import RUNTIME_DIR, ForkedProcess, Template
 
 log = logging.getLogger("modelport.workers")
 
-RUNTIME_DIR = Path(__file__).resolve().parent.parent / "_runtime"
 BOOTSTRAP = (
     "import sys; sys.path.insert(0, sys.argv[1]); from modelport_worker.main import main; main(sys.argv[2:])"
 )

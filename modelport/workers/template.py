@@ -22,12 +22,16 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from modelport.errors import ModelNotReady
 from modelport.mlmodel.types import ModelSpec
 
 log = logging.getLogger("modelport.workers")
+
+# The worker runtime (stdlib and numpy only), put on the model interpreter's path.
+RUNTIME_DIR = Path(__file__).resolve().parent.parent / "_runtime"
 
 TEMPLATE_BOOTSTRAP = (
     "import sys; sys.path.insert(0, sys.argv[1]); "

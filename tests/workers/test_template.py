@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -300,10 +301,20 @@ def test_a_stuck_template_is_killed_and_replaced(sleepy_model: Path) -> None:
     assert seen["new_template"] != seen["stuck"] and seen["parent"] == seen["new_template"]
 
 
-def test_the_server_starts_the_template_before_its_checks_and_adopts_it(
+def test_the_server_starts_the_template_before_its_imports_and_checks_and_adopts_it(
     iris_model: Path, tmp_path: Path
 ) -> None:
-    server = start_server(iris_model, "--workers", "2", "--worker-start", "fork", tmp=tmp_path)
+    # Python reports each import as it completes (on stderr, into the log): the server's own
+    # (uvicorn, modelport.server) come after the template was started.
+    server = start_server(
+        iris_model,
+        "--workers",
+        "2",
+        "--worker-start",
+        "fork",
+        tmp=tmp_path,
+        env={"PYTHONPROFILEIMPORTTIME": "1"},
+    )
     try:
         # Ready is one worker ready; the second may still be forking.
         waited = time.monotonic() + 60
@@ -316,6 +327,10 @@ def test_the_server_starts_the_template_before_its_checks_and_adopts_it(
     early = next(i for i, line in enumerate(lines) if "started early for" in line)
     checked = next(i for i, line in enumerate(lines) if "environment: auto" in line)
     assert early < checked, log
+    imported = [
+        i for i, line in enumerate(lines) if re.search(r"\|\s+(uvicorn|grpc|modelport\.server)$", line)
+    ]
+    assert len(imported) == 2 and early < min(imported), log
     pid = lines[early].split("worker template pid ")[1].split()[0]
     assert f"worker template pid {pid} ready" in log  # the pool adopted it, no second template
     assert log.count("forked from template pid " + pid) == 2
