@@ -5,8 +5,8 @@ request queued (up to ``max_size`` rows), so batches grow with load and a lone
 request waits for nothing; a batch waits for more only while more keep arriving.
 When requests come one at a time although several clients send at once (others arrived
 while the last batches were in a worker), a batch of one lingers for the next ones, up to
-as many as there were clients and ``max_wait_s``: that is the load where the front, not the
-worker, is the bottleneck (gRPC, whose calls reach the event loop one by one), and one model
+as many as there were clients, while they keep arriving, and for ``max_wait_s`` at most: that
+is the load where the front, not the worker, is the bottleneck (gRPC, whose calls reach the event loop one by one), and one model
 call for several requests saves the front a worker round trip each (iris, 32 gRPC streams:
 3,300 req/s lingering, 2,550 sending each alone). One client alone is never held back.
 Outputs are split back by row counts. A batch whose outputs cannot be split, or that
