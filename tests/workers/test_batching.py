@@ -423,3 +423,32 @@ def test_a_lone_client_is_never_held_back_even_after_a_crowd() -> None:
     calls, took = asyncio.run(main())
     assert calls == [1] * 20
     assert took < 4.0  # 20 x 3.2 ms of work; one wait of 5 s would show
+
+
+def test_calls_in_a_dispatched_batch_are_answered_when_the_batcher_stops() -> None:
+    """SIGTERM's end: calls a dispatcher took off the queue get 503, none is left waiting."""
+
+    class SlowWorker(FakeWorker):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sent: list[int] = []
+
+        async def send(self, header: dict[str, Any], buffers: list[Any], deadline: Any = None) -> Any:
+            self.sent.append(len(unpack_array(header["inputs"][0], buffers)))
+            await asyncio.sleep(0.3)
+            return await super().send(header, buffers, deadline)
+
+    async def main() -> list[Any]:
+        worker = SlowWorker()
+        batcher = Batcher(worker.send, max_size=64, max_wait_s=0.0)
+        first = asyncio.ensure_future(batcher.submit(call([1.0])))
+        await asyncio.sleep(0)  # in the worker
+        queued = [asyncio.ensure_future(batcher.submit(call([float(i)]))) for i in (2, 3)]
+        await first
+        await asyncio.sleep(0.05)  # the dispatcher sent the two in one batch
+        assert not batcher.queue and worker.sent == [1, 2]
+        await batcher.stop()
+        return await asyncio.wait_for(asyncio.gather(*queued, return_exceptions=True), 5)
+
+    results = asyncio.run(main())
+    assert [type(r) for r in results] == [ModelNotReady, ModelNotReady], results
