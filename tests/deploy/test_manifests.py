@@ -6,6 +6,7 @@ parsed by modelport's own CLI, and the slow tests run them for real on loopback.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -388,16 +389,17 @@ def test_example_uses_the_runtime_and_storage_container() -> None:
 # --- the commands, run for real --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def runtime_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Any]]]:
-    """modelport started with the runtime's own args: /mnt/models -> the bundled iris model, free port."""
-    tmp = tmp_path_factory.mktemp("runtime")
-    container = render(one("ClusterServingRuntime")["spec"]["containers"][0], ISVC_NAME)
+@contextlib.contextmanager
+def runtime_args_server(
+    container: dict[str, Any], models: Path, tmp: Path, grpc_port: int = 0, timeout: float = 180
+) -> Iterator[tuple[str, Path]]:
+    """modelport started with a runtime container's own args and env, /mnt/models -> ``models``,
+    on free ports; yields its base URL, once ready, and its log."""
     port = free_port()
     args = [
-        a.replace("/mnt/models", str(EXAMPLE_IRIS))
+        a.replace("/mnt/models", str(models))
         .replace("--http_port=8080", f"--http_port={port}")
-        .replace("--grpc_port=8081", f"--grpc_port={free_port()}")
+        .replace("--grpc_port=8081", f"--grpc_port={grpc_port}")
         for a in container["args"]
     ]
     env = {
@@ -418,18 +420,17 @@ def runtime_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout
+        while True:
             assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"not ready in {timeout:.0f} s:\n{log.read_text()}"
             try:
                 if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
-        else:
-            raise AssertionError(f"not ready in 180 s:\n{log.read_text()}")
-        yield base, container
+        yield base, log
     finally:
         proc.terminate()
         try:
@@ -437,6 +438,15 @@ def runtime_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def runtime_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Any]]]:
+    """modelport started with the runtime's own args: /mnt/models -> the bundled iris model, free port."""
+    tmp = tmp_path_factory.mktemp("runtime")
+    container = render(one("ClusterServingRuntime")["spec"]["containers"][0], ISVC_NAME)
+    with runtime_args_server(container, EXAMPLE_IRIS, tmp, grpc_port=free_port()) as (base, _):
+        yield base, container
 
 
 @pytest.mark.slow
@@ -496,36 +506,7 @@ def test_multi_model_runtime_args_on_a_real_server_load_what_the_agent_downloads
     container = one("ClusterServingRuntime", multi_model=True)["spec"]["containers"][0]
     mnt = tmp_path / "mnt" / "models"
     mnt.mkdir(parents=True)
-    port = free_port()
-    args = [
-        a.replace("/mnt/models", str(mnt))
-        .replace("--http_port=8080", f"--http_port={port}")
-        .replace("--grpc_port=8081", "--grpc_port=0")
-        for a in container["args"]
-    ]
-    env = {**os.environ, "MODELPORT_HOST": "127.0.0.1", "MODELPORT_ENV": "local"}
-    env["MODELPORT_CACHE_DIR"] = str(tmp_path / "cache")
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "modelport", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=REPO,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            try:
-                if httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+    with runtime_args_server(container, mnt, tmp_path, timeout=120) as (base, log):
         for kind, probe in probes(container).items():
             assert httpx.get(base + probe["httpGet"]["path"], timeout=5).status_code == 200, kind
         assert httpx.post(f"{base}/v2/repository/index", timeout=5).json() == []
@@ -542,10 +523,3 @@ def test_multi_model_runtime_args_on_a_real_server_load_what_the_agent_downloads
             == 200
         )
         assert httpx.get(f"{base}/v2/models/iris/ready", timeout=5).status_code != 200
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
