@@ -60,6 +60,7 @@ from processes import ServerFailedError, ServerProcess, free_ports, http_request
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "examples" / "iris"
 GRPC_CLIENT = Path(__file__).resolve().parent / "grpc_client.py"
+MODEL_FLOOR = Path(__file__).resolve().parent / "model_floor.py"
 BASELINE = "mlserver"
 VERSIONS = (
     "modelport",
@@ -118,7 +119,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--no-ceiling",
         action="store_true",
-        help="skip measuring h2load against nghttpd and a bare grpc.aio server (gRPC runs only)",
+        help="skip measuring h2load against nghttpd, a bare grpc.aio server and the model's gRPC floor",
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds of measured load per run")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of unrecorded load before each run")
@@ -522,12 +523,14 @@ def render_text(head: list[str], body: list[list[str]]) -> str:
     return "\n".join(fmt.format(*line).rstrip() for line in [head, *body])
 
 
-def generator_ceiling(args: argparse.Namespace, tools: GrpcTools) -> list[str]:
-    """h2load, same flags as the gRPC rows, against servers that cost next to nothing per call.
+def generator_ceiling(args: argparse.Namespace, tools: GrpcTools, model_venv: Venv | None) -> list[str]:
+    """h2load, same flags as the gRPC rows, against servers that cost next to nothing per call, and the floor.
 
     nghttpd (C, a static reply of a ModelInfer answer's size) shows what h2load itself can drive on this
     machine; the bare grpc.aio server (grpc_client.py bare: canned reply, no model) what grpcio under Python
-    can answer at all — the roof over any grpc.aio server, modelport's included.
+    can answer at all — the roof over any grpc.aio server, modelport's included. The floor (model_floor.py
+    grpc, in the model's venv) is grpc.aio calling the estimator in its own process with no checks: no
+    grpcio server of this model answers one call faster.
     """
     lines: list[str] = []
     seconds = min(args.duration, 5.0)
@@ -546,11 +549,16 @@ def generator_ceiling(args: argparse.Namespace, tools: GrpcTools) -> list[str]:
     bare = [str(tools.client.python), str(GRPC_CLIENT), "bare"]
     label = "bare grpc.aio ModelInfer (uvloop, canned reply, no model)"
     servers.append(("bare", label, bare, tools.client.path))
+    if model_venv is not None:
+        floor = [str(model_venv.python), str(MODEL_FLOOR), "grpc", str(MODEL)]
+        label = "floor: grpc.aio + the model's predict in one process (uvloop, no workers, no checks)"
+        servers.append(("floor", label, floor, model_venv.path))
     for key, label, argv, cwd in servers:
         port = free_ports(1)[0]
         log = args.work / "logs" / f"ceiling-{key}.log"
         log.unlink(missing_ok=True)
-        server = ServerProcess(label, [*argv, str(port)], server_env(tools.client), cwd, port, "", log)
+        env = server_env(model_venv if key == "floor" and model_venv is not None else tools.client)
+        server = ServerProcess(label, [*argv, str(port)], env, cwd, port, "", log)
         server.start()
         try:
             if not wait_port(port, 20.0):
@@ -621,7 +629,7 @@ def render_markdown(
         ]
     if ceiling:
         out += [
-            "gRPC load generator ceiling (h2load, same flags, against near-free servers):",
+            "gRPC load generator ceiling (h2load, same flags, against near-free servers) and the model's floor:",
             "",
             *[f"- {c}" for c in ceiling],
             "",
@@ -738,7 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ceiling: list[str] = []
     if tools is not None and not args.no_ceiling:
         print("gRPC load generator ceiling:", flush=True)
-        ceiling = generator_ceiling(args, tools)
+        ceiling = generator_ceiling(args, tools, venvs.get("modelport"))
     head, body = table(rows)
     goals = targets(rows)
     fronts = front_comparison(rows)

@@ -3,8 +3,10 @@ beside `mlflow models serve --workers N` and MLServer's `parallel_workers`, in t
 
 For 1, 2 and 4 workers of each server it reports launch to ready (median of --starts launches), RSS
 and PSS (from /proc/PID/smaps_rollup) per process and in total, after a few predictions; and, with
-one worker, SIGKILL of the worker to a prediction answered again. Uses the virtualenvs serve_bench.py
-builds under .bench/ (the model's own requirements; modelport editable from this checkout).
+one worker, SIGKILL of the worker to a prediction answered again. Below the table, the floor: launch to
+loaded of a python that does nothing but import mlflow.pyfunc and load the model (model_floor.py load), which
+no server can beat. Uses the virtualenvs serve_bench.py builds under .bench/ (the model's own requirements;
+modelport editable from this checkout).
 
     python benchmarks/startup_bench.py --servers modelport,mlflow,mlserver --workers 1,2,4
 """
@@ -16,6 +18,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -25,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import COLUMNS, ROW  # noqa: E402
-from peers import PEERS, Venv  # noqa: E402
+from peers import PEERS, Venv, server_env  # noqa: E402
 from processes import (  # noqa: E402
     ServerProcess,
     _children_map,
@@ -173,6 +176,24 @@ def measure(config: Config, venv: Venv, args: argparse.Namespace) -> Result:
     return result
 
 
+def floor_seconds(venv: Venv, starts: int) -> list[float]:
+    """Launch to loaded of a python that only imports mlflow.pyfunc and loads the model (model_floor.py
+    load): no server gets ready sooner, whatever it overlaps with these imports."""
+    script = Path(__file__).resolve().parent / "model_floor.py"
+    out = []
+    for _ in range(starts):
+        started = time.time()  # the wall clock: the child says when it was done on the same clock
+        done = subprocess.run(
+            [str(venv.python), str(script), "load", str(MODEL)],
+            env=server_env(venv),
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        out.append(json.loads(done.stdout.strip().splitlines()[-1])["loaded_at"] - started)
+    return out
+
+
 def table(results: list[Result]) -> list[str]:
     base = {(r.config.server, r.config.mode): r.pss for r in results if r.config.workers == 1}
     lines = [
@@ -203,6 +224,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=REPO / ".bench" / "startup_results.md")
     p.add_argument("--python", default=sys.executable, help="base interpreter of the virtualenvs")
     p.add_argument("--rebuild", action="store_true")
+    p.add_argument("--no-floor", action="store_true", help="skip timing the model's bare import and load")
     args = p.parse_args(argv)
     args.servers = [s for s in args.servers.split(",") if s]
     args.modelport_python = ""
@@ -222,12 +244,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config = Config(server, mode, workers)
                 print(f"{config.label}, {workers} worker(s)...", file=sys.stderr, flush=True)
                 results.append(measure(config, venvs[server], args))
+    floor = []
+    if "modelport" in venvs and not args.no_floor:
+        print("floor: the model's bare import and load...", file=sys.stderr, flush=True)
+        floor = floor_seconds(venvs["modelport"], args.starts)
     lines = [
         f"startup_bench {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
         f"load average {load_before[0]:.2f} before and {os.getloadavg()[0]:.2f} after",
         "",
         *table(results),
     ]
+    if floor:
+        lines += [
+            "",
+            f"Floor: a python that only imports mlflow.pyfunc and loads the model, garbage collector off "
+            f"(`model_floor.py load`), launch to loaded: median {statistics.median(floor):.2f} s of "
+            f"{len(floor)} ({', '.join(f'{s:.2f}' for s in floor)}).",
+        ]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
