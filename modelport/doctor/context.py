@@ -38,6 +38,7 @@ class KserveInputs:
     runtimes: list[dict[str, Any]] = field(default_factory=list)
     storage_containers: list[dict[str, Any]] = field(default_factory=list)
     crds: list[dict[str, Any]] = field(default_factory=list)
+    trained_models: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

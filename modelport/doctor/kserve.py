@@ -46,7 +46,7 @@ ENV_FLAVOR_BYTES = {
 
 
 def load_inputs(paths: tuple[str, ...]) -> KserveInputs:
-    """The InferenceService, runtimes, storage containers and CRDs in the --kserve files."""
+    """The InferenceService, runtimes, storage containers, CRDs and TrainedModels in the --kserve files."""
     isvcs: list[dict[str, Any]] = []
     found = KserveInputs(isvc={})
     for path in paths:
@@ -66,6 +66,8 @@ def load_inputs(paths: tuple[str, ...]) -> KserveInputs:
                 found.storage_containers.append(doc)
             elif kind == "CustomResourceDefinition":
                 found.crds.append(doc)
+            elif kind == "TrainedModel":
+                found.trained_models.append(doc)
     if len(isvcs) != 1:
         raise ModelportError(
             f"--kserve: expected one InferenceService in {', '.join(paths)}, found {len(isvcs)}"
@@ -300,9 +302,11 @@ def check_kserve(ctx: Context) -> CheckResult:
                 "use a URI a ClusterStorageContainer claims (modelport's claims s3, gs, http(s), az, models:/, runs:/) or install one that does"
             )
     else:
-        worse(WARN)
-        parts.append("no storageUri: the runtime gets no model folder")
-        fixes.append("set spec.predictor.model.storageUri")
+        mm_status, mm_text, mm_fix, details["multi_model"] = _multi_model(isvc, runtime, found.trained_models)
+        worse(mm_status)
+        parts.append(mm_text)
+        if mm_fix:
+            fixes.append(mm_fix)
 
     res_status, res_text, res_fix, res_details = _fit(ctx, isvc, runtime)
     details["resources"] = res_details
@@ -311,6 +315,90 @@ def check_kserve(ctx: Context) -> CheckResult:
     if res_fix:
         fixes.append(res_fix)
     return CheckResult("kserve", status, "; ".join(parts), "; ".join(fixes), details)
+
+
+def _multi_model(
+    isvc: dict[str, Any], runtime: dict[str, Any] | None, trained_models: list[dict[str, Any]]
+) -> tuple[str, str, str, dict[str, Any]]:
+    """No storageUri: KServe serves the InferenceService as a multi-model server, whose models come
+    as TrainedModels that its agent downloads. Checks the runtime, and what KServe checks of the
+    TrainedModels given that name this InferenceService (name, storageUri, memory)."""
+    name = _name(isvc)
+    namespace = (isvc.get("metadata") or {}).get("namespace", "default")
+    runtime_name = _name(runtime) if runtime else "the runtime"
+    if not ((runtime or {}).get("spec") or {}).get("multiModel"):
+        return (
+            WARN,
+            f"no storageUri: KServe serves the InferenceService as a multi-model server (its agent loads "
+            f"TrainedModels), but {runtime_name} is a single-model runtime: it starts with no model folder",
+            "set spec.predictor.model.storageUri, or name modelport-mlflow-multimodel "
+            "(spec.predictor.model.runtime) and publish TrainedModels",
+            {"trained_models": []},
+        )
+    mine = [
+        tm
+        for tm in trained_models
+        if ((tm.get("spec") or {}).get("inferenceService") == name)
+        and (tm.get("metadata") or {}).get("namespace", "default") == namespace
+    ]
+    if not mine:
+        return (
+            OK,
+            f"no storageUri: multi-model ({runtime_name}), it starts empty and serves the TrainedModels "
+            f"naming {name} (none given to --kserve)",
+            "",
+            {"trained_models": []},
+        )
+    status, problems, fixes = OK, [], []
+    rows: list[dict[str, Any]] = []
+    total = 0.0
+    for tm in mine:
+        tm_name = _name(tm)
+        model = (tm.get("spec") or {}).get("model") or {}
+        uri = str(model.get("storageUri") or "")
+        memory = parse_quantity(model.get("memory"))
+        rows.append({"name": tm_name, "storageUri": uri, "memory": model.get("memory")})
+        if not re.match(builtin.TRAINED_MODEL_NAME, tm_name):
+            status = FAIL
+            problems.append(f"KServe refuses TrainedModel {tm_name!r}: a name is letters, digits, '_' or '-'")
+            fixes.append(f"rename TrainedModel {tm_name!r}")
+        if not uri.startswith(builtin.AGENT_URI_PREFIXES):
+            status = FAIL
+            problems.append(
+                f"KServe refuses TrainedModel {tm_name}: its agent downloads only "
+                f"{', '.join(builtin.AGENT_URI_PREFIXES)}, not {uri or 'an empty storageUri'}"
+            )
+            fixes.append(
+                f"put {tm_name}'s model where the agent reaches it (s3://, gs://, http(s)://); "
+                "models:/, runs:/ and az:// work with the single-model runtime modelport-mlflow"
+            )
+        if memory is None:
+            status = FAIL
+            problems.append(f"TrainedModel {tm_name} has no valid spec.model.memory (KServe requires it)")
+            fixes.append(f"set spec.model.memory on {tm_name}")
+        else:
+            total += memory
+    own = (((isvc.get("spec") or {}).get("predictor") or {}).get("model") or {}).get("resources") or {}
+    limit_text = (own.get("limits") or {}).get("memory") or builtin.DEFAULT_MEMORY_LIMIT
+    limit = parse_quantity(limit_text)
+    if limit is not None and total > limit:
+        status = FAIL
+        problems.append(
+            f"the TrainedModels' memory adds up to {human_bytes(int(total))}, over the InferenceService's "
+            f"memory limit {limit_text}: KServe's TrainedModel controller leaves the ones past it unloaded"
+        )
+        fixes.append(
+            f"raise spec.predictor.model.resources.limits.memory to {human_bytes(int(total))} or more"
+        )
+    names = ", ".join(_name(tm) for tm in mine)
+    text = (
+        f"no storageUri: multi-model ({runtime_name}); TrainedModels {names}: memory "
+        f"{human_bytes(int(total))} in all, the InferenceService's limit {limit_text}"
+    )
+    if problems:
+        text += "; " + "; ".join(problems)
+    details = {"trained_models": rows, "memory_total": int(total), "memory_limit": limit_text}
+    return status, text, "; ".join(fixes), details
 
 
 def _needs(ctx: Context) -> list[Any]:

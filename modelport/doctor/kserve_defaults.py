@@ -107,7 +107,32 @@ KSERVE_DEFAULT_STORAGE: dict[str, Any] = {
     },
 }
 
-BUILTIN_RUNTIMES = (MODELPORT_RUNTIME, MLSERVER_RUNTIME)
+# deploy/kserve/servingruntime-multimodel.yaml: KServe never selects it by itself (multiModel), an
+# InferenceService with no storageUri names it, and each TrainedModel brings a model.
+MODELPORT_MULTIMODEL_RUNTIME: dict[str, Any] = {
+    "apiVersion": "serving.kserve.io/v1alpha1",
+    "kind": "ClusterServingRuntime",
+    "metadata": {
+        "name": "modelport-mlflow-multimodel",
+        "annotations": {"serving.kserve.io/server-type": "modelport"},
+    },
+    "spec": {
+        "multiModel": True,
+        "supportedModelFormats": [{"name": "mlflow", "version": v} for v in ("1", "2", "3")],
+        "protocolVersions": ["v1", "v2", "grpc-v2"],
+        "containers": [
+            {
+                "name": "kserve-container",
+                "resources": {
+                    "requests": {"cpu": "1", "memory": "4Gi", "ephemeral-storage": "1Gi"},
+                    "limits": {"cpu": "2", "memory": "4Gi"},
+                },
+            }
+        ],
+    },
+}
+
+BUILTIN_RUNTIMES = (MODELPORT_RUNTIME, MODELPORT_MULTIMODEL_RUNTIME, MLSERVER_RUNTIME)
 BUILTIN_STORAGE = (KSERVE_DEFAULT_STORAGE, MODELPORT_STORAGE)
 
 # ValidateStorageURI (pkg/controller/v1beta1/inferenceservice/utils): what KServe admits when no
@@ -127,6 +152,14 @@ KSERVE_URI_PREFIXES = (
     "hf://",
 )
 AZURE_BLOB_REGEX = r"https://(.+?).blob.core.windows.net/(.+)"
+
+# Multi-model serving: KServe's agent downloads each TrainedModel itself (pkg/agent/storage), not a
+# storage container, and the TrainedModel webhook admits only the URIs it can fetch.
+AGENT_URI_PREFIXES = ("s3://", "gs://", "https://", "http://")
+TRAINED_MODEL_NAME = r"^[a-zA-Z0-9_-]+$"
+# The inferenceservice ConfigMap's default resource.memoryLimit, set on a predictor that names none;
+# the TrainedModel controller compares the TrainedModels' memory with this container's limit.
+DEFAULT_MEMORY_LIMIT = "2Gi"
 
 # The MLflow in MLServer's image: its Dockerfile installs every runtime under constraints exported
 # from the root poetry.lock (`poetry export --with all-runtimes`). MLServer 1.7.1 locks mlflow 2.19.0

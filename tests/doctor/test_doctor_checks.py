@@ -135,6 +135,105 @@ spec:
     assert report.check("kserve").details["storage"]["container"] == "ftp-fetcher"
 
 
+MULTI_MODEL_ISVC = """\
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: mlflow-models
+spec:
+  predictor:
+    model:
+      modelFormat:
+        name: mlflow
+      runtime: {runtime}
+      protocolVersion: v2
+"""
+
+
+def trained_model(name: str, uri: str, memory: str, isvc_name: str = "mlflow-models") -> str:
+    return f"""\
+---
+apiVersion: serving.kserve.io/v1alpha1
+kind: TrainedModel
+metadata:
+  name: {name}
+spec:
+  inferenceService: {isvc_name}
+  model:
+    framework: mlflow
+    storageUri: {uri}
+    memory: {memory}
+"""
+
+
+def multi_model_report(
+    iris_model: Path, tmp_path: Path, write_yaml, *docs: str, runtime: str = "modelport-mlflow-multimodel"
+):
+    text = MULTI_MODEL_ISVC.format(runtime=runtime) + "".join(docs)
+    report = doctor(iris_model, tmp_path, kserve_files=(str(write_yaml("isvc.yaml", text)),))
+    return report.check("kserve")
+
+
+def test_multi_model_isvc_with_its_trained_models(iris_model: Path, tmp_path: Path, write_yaml) -> None:
+    kserve = multi_model_report(
+        iris_model,
+        tmp_path,
+        write_yaml,
+        trained_model("iris", "s3://models/iris", "512Mi"),
+        trained_model("wine", "gs://models/wine", "512Mi"),
+        trained_model("other", "models:/other/1", "8Gi", isvc_name="someone-else"),
+    )
+    assert kserve.status == "ok", kserve.message
+    assert kserve.details["selection"]["runtime"] == "modelport-mlflow-multimodel"
+    assert "multi-model (modelport-mlflow-multimodel)" in kserve.message
+    assert [t["name"] for t in kserve.details["multi_model"]["trained_models"]] == ["iris", "wine"]
+    assert kserve.details["multi_model"]["memory_total"] == 2 * 512 * 2**20
+    # No TrainedModel given: the server starts empty, which is what the runtime is for.
+    kserve = multi_model_report(iris_model, tmp_path, write_yaml)
+    assert kserve.status == "ok", kserve.message
+    assert "none given to --kserve" in kserve.message
+
+
+def test_trained_model_uri_the_agent_cannot_fetch(iris_model: Path, tmp_path: Path, write_yaml) -> None:
+    kserve = multi_model_report(
+        iris_model, tmp_path, write_yaml, trained_model("iris", "models:/iris/1", "512Mi")
+    )
+    assert kserve.status == "fail"
+    assert "its agent downloads only s3://, gs://, https://, http://, not models:/iris/1" in kserve.message
+    assert "modelport-mlflow" in kserve.fix
+
+
+def test_trained_models_over_the_memory_limit(iris_model: Path, tmp_path: Path, write_yaml) -> None:
+    docs = [trained_model(n, f"s3://models/{n}", "1.5Gi") for n in ("a", "b")]
+    kserve = multi_model_report(iris_model, tmp_path, write_yaml, *docs)
+    assert kserve.status == "fail"
+    assert "over the InferenceService's memory limit 2Gi" in kserve.message  # KServe's default limit
+    assert "resources.limits.memory" in kserve.fix
+    raised = MULTI_MODEL_ISVC.replace(
+        "      protocolVersion: v2\n",
+        "      protocolVersion: v2\n      resources:\n        limits:\n          memory: 4Gi\n",
+    )
+    text = raised.format(runtime="modelport-mlflow-multimodel") + "".join(docs)
+    report = doctor(iris_model, tmp_path, kserve_files=(str(write_yaml("isvc.yaml", text)),))
+    assert report.check("kserve").status == "ok", report.check("kserve").message
+
+
+def test_trained_model_name_and_memory_as_kserve_checks(iris_model: Path, tmp_path: Path, write_yaml) -> None:
+    kserve = multi_model_report(
+        iris_model, tmp_path, write_yaml, trained_model("iris.v2", "s3://models/iris", "lots")
+    )
+    assert kserve.status == "fail"
+    assert "KServe refuses TrainedModel 'iris.v2'" in kserve.message
+    assert "no valid spec.model.memory" in kserve.message
+
+
+def test_no_storage_uri_with_a_single_model_runtime(iris_model: Path, tmp_path: Path, write_yaml) -> None:
+    kserve = multi_model_report(iris_model, tmp_path, write_yaml, runtime="modelport-mlflow")
+    assert kserve.status == "warn"
+    assert "modelport-mlflow is a single-model runtime" in kserve.message
+    assert "modelport-mlflow-multimodel" in kserve.fix
+
+
 def test_model_too_big_for_the_pod(iris_model: Path, tmp_path: Path, write_yaml) -> None:
     text = isvc(runtime="modelport-mlflow", resources="{limits: {memory: 100Mi}}")
     report = doctor(iris_model, tmp_path, kserve_files=(str(write_yaml("isvc.yaml", text)),))

@@ -30,6 +30,17 @@ def test_modelport_runtime_matches_deploy() -> None:
     assert deployed["spec"]["containers"][0]["resources"] == known["spec"]["containers"][0]["resources"]
 
 
+def test_modelport_multimodel_runtime_matches_deploy() -> None:
+    deployed = _load(REPO / "deploy" / "kserve" / "servingruntime-multimodel.yaml")
+    known = builtin.MODELPORT_MULTIMODEL_RUNTIME
+    assert deployed["metadata"]["name"] == known["metadata"]["name"]
+    assert deployed["metadata"]["annotations"] == known["metadata"]["annotations"]
+    assert deployed["spec"]["multiModel"] is known["spec"]["multiModel"] is True
+    assert _formats(deployed) == _formats(known)
+    assert deployed["spec"]["protocolVersions"] == known["spec"]["protocolVersions"]
+    assert deployed["spec"]["containers"][0]["resources"] == known["spec"]["containers"][0]["resources"]
+
+
 def test_modelport_storage_container_matches_deploy() -> None:
     deployed = _load(REPO / "deploy" / "kserve" / "storagecontainer.yaml")
     known = builtin.MODELPORT_STORAGE
