@@ -10,6 +10,9 @@ harness's own interpreter, which stays standard-library only.
                                                  both predictions and the replayed response's frame size
     python grpc_client.py bare PORT              a grpc.aio server answering ModelInfer with a canned reply:
                                                  the ceiling of a Python grpcio server and of h2load here
+    python grpc_client.py bare-round-trip PORT   the same, but each call first waits for one byte to come
+                                                 back from an echo thread over a socketpair, as a call waits
+                                                 for a worker: the ceiling of a front-and-workers design
 
 The request: model "iris", four FP64 inputs of shape [1] named like the signature's columns, typed
 `contents.fp64_contents` (what MLServer's mlflow runtime decodes into a one-row DataFrame; the gRPC twin of
@@ -139,19 +142,47 @@ def check(port: int, request_file: Path) -> dict[str, object]:
     return out
 
 
-def bare(port: int) -> None:
-    """ModelInfer answered with a fixed response (no model, no decoding): grpcio's own cost per call."""
+def bare(port: int, round_trip: bool = False) -> None:
+    """ModelInfer answered with a fixed response (no model, no decoding): grpcio's own cost per call.
+
+    With ``round_trip``, each call first awaits a future that a socket round trip resolves (one byte to an
+    echo thread and back), the way modelport's handler awaits its worker's reply.
+    """
     import asyncio
+    import socket
+    import threading
+    from collections import deque
 
     reply = pb.ModelInferResponse(model_name=MODEL, model_version="1")
     tensor = reply.outputs.add(name="predictions", datatype="INT64", shape=[1])
     tensor.contents.int64_contents.append(2)
     raw = reply.SerializeToString()
+    waiting: deque[asyncio.Future[None]] = deque()
+    echo: list[asyncio.Transport] = []
+
+    class Replies(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            for _ in data:
+                waiting.popleft().set_result(None)
+
+    def echo_thread(sock: socket.socket) -> None:
+        while data := sock.recv(4096):
+            sock.sendall(data)
 
     async def infer(_request: bytes, _context: object) -> bytes:
+        if echo:
+            future = asyncio.get_running_loop().create_future()
+            waiting.append(future)
+            echo[0].write(b"x")
+            await future
         return raw
 
     async def serve() -> None:
+        if round_trip:
+            ours, theirs = socket.socketpair()
+            threading.Thread(target=echo_thread, args=(theirs,), daemon=True).start()
+            transport, _ = await asyncio.get_running_loop().create_connection(Replies, sock=ours)
+            echo.append(transport)
         server = grpc.aio.server()
         handler = grpc.method_handlers_generic_handler(
             "inference.GRPCInferenceService", {"ModelInfer": grpc.unary_unary_rpc_method_handler(infer)}
@@ -178,8 +209,8 @@ def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "check":
         print(json.dumps(check(int(argv[1]), Path(argv[2]))))
         return 0
-    if len(argv) == 2 and argv[0] == "bare":
-        bare(int(argv[1]))
+    if len(argv) == 2 and argv[0] in ("bare", "bare-round-trip"):
+        bare(int(argv[1]), round_trip=argv[0] == "bare-round-trip")
         return 0
     print(__doc__, file=sys.stderr)
     return 2

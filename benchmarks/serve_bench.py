@@ -528,7 +528,8 @@ def generator_ceiling(args: argparse.Namespace, tools: GrpcTools, model_venv: Ve
 
     nghttpd (C, a static reply of a ModelInfer answer's size) shows what h2load itself can drive on this
     machine; the bare grpc.aio server (grpc_client.py bare: canned reply, no model) what grpcio under Python
-    can answer at all — the roof over any grpc.aio server, modelport's included. The floor (model_floor.py
+    can answer at all — the roof over any grpc.aio server, modelport's included; with one socket round trip
+    per call (bare-round-trip), the roof over a grpc.aio front that waits for a worker. The floor (model_floor.py
     grpc, in the model's venv) is grpc.aio calling the estimator in its own process with no checks: no
     grpcio server of this model answers one call faster.
     """
@@ -549,6 +550,9 @@ def generator_ceiling(args: argparse.Namespace, tools: GrpcTools, model_venv: Ve
     bare = [str(tools.client.python), str(GRPC_CLIENT), "bare"]
     label = "bare grpc.aio ModelInfer (uvloop, canned reply, no model)"
     servers.append(("bare", label, bare, tools.client.path))
+    bare = [str(tools.client.python), str(GRPC_CLIENT), "bare-round-trip"]
+    label = "bare grpc.aio + one socket round trip per call (echo thread, canned reply, no model)"
+    servers.append(("bare-round-trip", label, bare, tools.client.path))
     if model_venv is not None:
         floor = [str(model_venv.python), str(MODEL_FLOOR), "grpc", str(MODEL)]
         label = "floor: grpc.aio + the model's predict in one process (uvloop, no workers, no checks)"
