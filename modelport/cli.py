@@ -159,7 +159,7 @@ def _doctor_parser(sub: argparse._SubParsersAction) -> None:
         action="extend",
         default=[],
         metavar="FILE",
-        help="InferenceService YAML, and optionally (Cluster)ServingRuntime, ClusterStorageContainer, CRD files",
+        help="InferenceService YAML, and optionally (Cluster)ServingRuntime, ClusterStorageContainer, TrainedModel, CRD files",
     )
     p.add_argument("--no-smoke", dest="no_smoke", action="store_true", help="do not serve the model")
     p.add_argument("--build", action="store_true", help="build the isolated environment, not only resolve it")
