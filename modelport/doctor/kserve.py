@@ -325,12 +325,17 @@ def _multi_model(
     TrainedModels given that name this InferenceService (name, storageUri, memory)."""
     name = _name(isvc)
     namespace = (isvc.get("metadata") or {}).get("namespace", "default")
-    runtime_name = _name(runtime) if runtime else "the runtime"
+    runtime_name = _name(runtime) if runtime else ""
     if not ((runtime or {}).get("spec") or {}).get("multiModel"):
+        but = (
+            f", but {runtime_name} is a single-model runtime: it starts with no model folder"
+            if runtime
+            else ""
+        )
         return (
             WARN,
-            f"no storageUri: KServe serves the InferenceService as a multi-model server (its agent loads "
-            f"TrainedModels), but {runtime_name} is a single-model runtime: it starts with no model folder",
+            "no storageUri: KServe serves the InferenceService as a multi-model server (its agent loads "
+            f"TrainedModels){but}",
             "set spec.predictor.model.storageUri, or name modelport-mlflow-multimodel "
             "(spec.predictor.model.runtime) and publish TrainedModels",
             {"trained_models": []},
