@@ -23,6 +23,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 
 def load(model: str) -> None:
@@ -35,14 +37,42 @@ def load(model: str) -> None:
     os._exit(0)
 
 
-def grpc_server(model: str, port: int) -> None:
+def serve_model_infer(
+    port: int,
+    infer: Callable[[bytes, Any], Awaitable[bytes]],
+    ready: dict[str, Any],
+    setup: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Answer /inference.GRPCInferenceService/ModelInfer with ``infer`` (raw bytes in and out) on grpc.aio
+    and uvloop, modelport's loop (a bare server did 5.1k calls/s on it against 3.9k on asyncio's, 32
+    streams, here), at 127.0.0.1:PORT; print ``ready`` as a JSON line once listening. Shared
+    with grpc_client.py's bare servers (this module imports only the standard library at the top)."""
     import asyncio
 
     import grpc
+    import uvloop
+
+    async def serve() -> None:
+        if setup is not None:
+            await setup()
+        server = grpc.aio.server()
+        handler = grpc.method_handlers_generic_handler(
+            "inference.GRPCInferenceService", {"ModelInfer": grpc.unary_unary_rpc_method_handler(infer)}
+        )
+        server.add_generic_rpc_handlers((handler,))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        print(json.dumps(ready), flush=True)
+        await server.wait_for_termination()
+
+    uvloop.install()
+    asyncio.run(serve())
+
+
+def grpc_server(model: str, port: int) -> None:
     import mlflow.sklearn
     import numpy as np
     import sklearn
-    import uvloop
 
     from modelport.protocols.proto import inference_pb2 as pb
 
@@ -57,23 +87,12 @@ def grpc_server(model: str, port: int) -> None:
         out.contents.int64_contents.extend(estimator.predict(x).tolist())
         return reply.SerializeToString()
 
-    async def serve() -> None:
-        server = grpc.aio.server()
-        handler = grpc.method_handlers_generic_handler(
-            "inference.GRPCInferenceService", {"ModelInfer": grpc.unary_unary_rpc_method_handler(infer)}
-        )
-        server.add_generic_rpc_handlers((handler,))
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        # The framed size of the answer (5-byte gRPC prefix), for h2load's error count.
-        sample = pb.ModelInferResponse(model_name="iris")
-        sample.outputs.add(name="predictions", datatype="INT64", shape=[1]).contents.int64_contents.append(2)
-        size = len(sample.SerializeToString()) + 5
-        print(json.dumps({"floor_port": port, "response_frame_bytes": size}), flush=True)
-        await server.wait_for_termination()
-
-    uvloop.install()
-    asyncio.run(serve())
+    # The framed size of the answer (5-byte gRPC prefix), for h2load's error count.
+    sample = pb.ModelInferResponse(model_name="iris")
+    sample.outputs.add(name="predictions", datatype="INT64", shape=[1]).contents.int64_contents.append(2)
+    serve_model_infer(
+        port, infer, {"floor_port": port, "response_frame_bytes": len(sample.SerializeToString()) + 5}
+    )
 
 
 def main(argv: list[str]) -> int:
