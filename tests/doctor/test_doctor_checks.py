@@ -167,10 +167,18 @@ spec:
 
 
 def multi_model_report(
-    iris_model: Path, tmp_path: Path, write_yaml, *docs: str, runtime: str = "modelport-mlflow-multimodel"
+    iris_model: Path,
+    tmp_path: Path,
+    write_yaml,
+    *docs: str,
+    runtime: str = "modelport-mlflow-multimodel",
+    memory_limit: str | None = None,
 ):
-    text = MULTI_MODEL_ISVC.format(runtime=runtime) + "".join(docs)
-    report = doctor(iris_model, tmp_path, kserve_files=(str(write_yaml("isvc.yaml", text)),))
+    """doctor's kserve check of the multi-model InferenceService, with ``docs`` in the same file."""
+    text = MULTI_MODEL_ISVC.format(runtime=runtime)
+    if memory_limit is not None:
+        text += f"      resources:\n        limits:\n          memory: {memory_limit}\n"
+    report = doctor(iris_model, tmp_path, kserve_files=(str(write_yaml("isvc.yaml", text + "".join(docs))),))
     return report.check("kserve")
 
 
@@ -209,13 +217,8 @@ def test_trained_models_over_the_memory_limit(iris_model: Path, tmp_path: Path, 
     assert kserve.status == "fail"
     assert "over the InferenceService's memory limit 2Gi" in kserve.message  # KServe's default limit
     assert "resources.limits.memory" in kserve.fix
-    raised = MULTI_MODEL_ISVC.replace(
-        "      protocolVersion: v2\n",
-        "      protocolVersion: v2\n      resources:\n        limits:\n          memory: 4Gi\n",
-    )
-    text = raised.format(runtime="modelport-mlflow-multimodel") + "".join(docs)
-    report = doctor(iris_model, tmp_path, kserve_files=(str(write_yaml("isvc.yaml", text)),))
-    assert report.check("kserve").status == "ok", report.check("kserve").message
+    kserve = multi_model_report(iris_model, tmp_path, write_yaml, *docs, memory_limit="4Gi")
+    assert kserve.status == "ok", kserve.message
 
 
 def test_trained_model_name_and_memory_as_kserve_checks(iris_model: Path, tmp_path: Path, write_yaml) -> None:
