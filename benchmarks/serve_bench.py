@@ -536,7 +536,7 @@ def generator_ceiling(args: argparse.Namespace, tools: GrpcTools, model_venv: Ve
     lines: list[str] = []
     seconds = min(args.duration, 5.0)
     folder = args.work / "grpc"
-    servers: list[tuple[str, str, list[str], Path]] = []
+    servers: list[tuple[str, str, list[str], Path, Venv]] = []  # key, label, argv, cwd, env's venv
     nghttpd = shutil.which("nghttpd")
     if nghttpd:
         docroot = folder / "docroot"
@@ -544,25 +544,24 @@ def generator_ceiling(args: argparse.Namespace, tools: GrpcTools, model_venv: Ve
         reply.parent.mkdir(parents=True, exist_ok=True)
         reply.write_bytes(bytes(90))
         argv = [nghttpd, "--no-tls", "-d", str(docroot)]
-        servers.append(("nghttpd", "nghttpd (static 90 B reply)", argv, docroot))
+        servers.append(("nghttpd", "nghttpd (static 90 B reply)", argv, docroot, tools.client))
     else:
         lines.append("nghttpd not found (apt-get install nghttp2-server): h2load's own ceiling not measured")
     bare = [str(tools.client.python), str(GRPC_CLIENT), "bare"]
     label = "bare grpc.aio ModelInfer (uvloop, canned reply, no model)"
-    servers.append(("bare", label, bare, tools.client.path))
+    servers.append(("bare", label, bare, tools.client.path, tools.client))
     bare = [str(tools.client.python), str(GRPC_CLIENT), "bare-round-trip"]
     label = "bare grpc.aio + one socket round trip per call (echo thread, canned reply, no model)"
-    servers.append(("bare-round-trip", label, bare, tools.client.path))
+    servers.append(("bare-round-trip", label, bare, tools.client.path, tools.client))
     if model_venv is not None:
         floor = [str(model_venv.python), str(MODEL_FLOOR), "grpc", str(MODEL)]
         label = "floor: grpc.aio + the model's predict in one process (uvloop, no workers, no checks)"
-        servers.append(("floor", label, floor, model_venv.path))
-    for key, label, argv, cwd in servers:
+        servers.append(("floor", label, floor, model_venv.path, model_venv))
+    for key, label, argv, cwd, venv in servers:
         port = free_ports(1)[0]
         log = args.work / "logs" / f"ceiling-{key}.log"
         log.unlink(missing_ok=True)
-        env = server_env(model_venv if key == "floor" and model_venv is not None else tools.client)
-        server = ServerProcess(label, [*argv, str(port)], env, cwd, port, "", log)
+        server = ServerProcess(label, [*argv, str(port)], server_env(venv), cwd, port, "", log)
         server.start()
         try:
             if not wait_port(port, 20.0):

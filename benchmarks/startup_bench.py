@@ -38,7 +38,7 @@ from processes import (  # noqa: E402
     install_cleanup,
     process_tree,
 )
-from serve_bench import MODEL, REPO, build_venvs  # noqa: E402
+from serve_bench import MODEL, MODEL_FLOOR, REPO, build_venvs  # noqa: E402
 
 V2_BODY = json.dumps(
     {"inputs": [{"name": c, "datatype": "FP64", "shape": [1], "data": [v]} for c, v in zip(COLUMNS, ROW)]}
@@ -179,12 +179,11 @@ def measure(config: Config, venv: Venv, args: argparse.Namespace) -> Result:
 def floor_seconds(venv: Venv, starts: int) -> list[float]:
     """Launch to loaded of a python that only imports mlflow.pyfunc and loads the model (model_floor.py
     load): no server gets ready sooner, whatever it overlaps with these imports."""
-    script = Path(__file__).resolve().parent / "model_floor.py"
     out = []
     for _ in range(starts):
         started = time.time()  # the wall clock: the child says when it was done on the same clock
         done = subprocess.run(
-            [str(venv.python), str(script), "load", str(MODEL)],
+            [str(venv.python), str(MODEL_FLOOR), "load", str(MODEL)],
             env=server_env(venv),
             check=True,
             capture_output=True,
