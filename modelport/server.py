@@ -189,7 +189,7 @@ async def run_server(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    failure: list[ModelportError] = []
+    failure: list[Exception] = []
 
     async def load() -> None:
         if first is None:
@@ -198,9 +198,12 @@ async def run_server(settings: Settings) -> int:
         else:
             try:
                 await first.pool.start()
-            except ModelportError as exc:
+            except Exception as exc:  # a ModelportError says why; anything else is a fault of ours
                 failure.append(exc)
-                log.error("model '%s' failed to load: %s", first.name, exc.message)
+                if isinstance(exc, ModelportError):
+                    log.error("model '%s' failed to load: %s", first.name, exc.message)
+                else:
+                    log.exception("model '%s' failed to load: unexpected error", first.name)
                 stop.set()
                 return
             log.info(

@@ -95,15 +95,19 @@ def make_repository(settings: Settings) -> tuple[DataPlane, ModelRepository, lis
 
 async def load_model(settings: Settings, name: str) -> ServedModel:
     """Fetch, check, pick the environment, start the workers: a model ready to serve, or an error."""
-    from modelport.server import build_model, prepare  # server assembles; it imports this module
-
     try:
-        model_dir, spec, python = await asyncio.to_thread(prepare, settings)
+        return await _load_model(settings, name)
     except ModelportError:
         raise
-    except Exception as exc:  # anything else one model's files cause must not take the server down
-        log.exception("model '%s': unexpected error while preparing it", name)
+    except Exception as exc:  # anything else must not take the server down, nor go unsaid
+        log.exception("model '%s': unexpected error while loading it", name)
         raise ModelLoadError(f"{type(exc).__name__}: {exc}") from exc
+
+
+async def _load_model(settings: Settings, name: str) -> ServedModel:
+    from modelport.server import build_model, prepare  # server assembles; it imports this module
+
+    model_dir, spec, python = await asyncio.to_thread(prepare, settings)
     model = await build_model(settings, model_dir, spec, python, name)
     try:
         await model.pool.start()

@@ -63,10 +63,12 @@ def start_server(
     timeout: float = 180.0,
     expect_ready: bool = True,
     grpc: bool = False,
+    launcher: tuple[str, ...] = ("-m", "modelport"),
 ) -> Server:
     """Run ``python -m modelport serve`` on a free loopback port; wait for readiness.
 
     gRPC is off (``--grpc-port 0``) unless ``grpc`` (a free port) or ``--grpc-port`` in ``args``.
+    ``launcher``: what follows ``python`` instead of ``-m modelport`` (a ``-c`` that injects a fault).
     """
     port = free_port()
     grpc_port = free_port() if grpc else 0
@@ -74,8 +76,7 @@ def start_server(
     log_path = tmp / f"modelport-{port}.log"
     cmd = [
         sys.executable,
-        "-m",
-        "modelport",
+        *launcher,
         "serve",
         str(model),
         "--host",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from modelport.cli import make_parser, run
 from modelport.errors import ModelportError
 from modelport.settings import build_settings
 from modelport.startup import make_repository, multi_model, name_of, parse_model_arg
+from tests.conftest import start_server
 
 
 @pytest.mark.parametrize(
@@ -91,3 +93,58 @@ def test_flags_after_uris_and_unknown_flags(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit) as info:
         run(["serve", "a=/x", "--bogus"])
     assert info.value.code == 2 and "--bogus" in capsys.readouterr().err
+
+
+# Runs modelport's CLI with WorkerPool.start failing as a bug of ours would (not a ModelportError),
+# for the models named in FAULTY (comma list; empty: all): a fault no real model can cause.
+INJECT_FAULT = """
+import os, sys
+import modelport.workers.pool as pool
+real_start = pool.WorkerPool.start
+async def start(self):
+    if self.model in os.environ["FAULTY"].split(","):
+        raise RuntimeError(f"injected fault in {self.model}")
+    await real_start(self)
+pool.WorkerPool.start = start
+from modelport.cli import run
+sys.exit(run(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_an_unexpected_error_loading_the_only_model_is_logged_and_exits_1(
+    iris_model: Path, tmp_path: Path
+) -> None:
+    server = start_server(
+        iris_model, tmp=tmp_path, env={"FAULTY": "iris"}, launcher=("-c", INJECT_FAULT), expect_ready=False
+    )
+    try:
+        code = server.proc.wait(120)
+    finally:
+        server.stop()
+    log = server.log()
+    assert code == 1, log
+    assert "model 'iris' failed to load: unexpected error" in log
+    assert "RuntimeError: injected fault in iris" in log  # the traceback, not only a line
+
+
+@pytest.mark.slow
+def test_an_unexpected_error_loading_one_of_several_models_marks_it_unavailable(
+    iris_model: Path, tmp_path: Path
+) -> None:
+    server = start_server(
+        f"good={iris_model}",
+        f"bad={iris_model}",
+        tmp=tmp_path,
+        env={"FAULTY": "bad"},
+        launcher=("-c", INJECT_FAULT),
+    )
+    try:
+        index = httpx.post(f"{server.base}/v2/repository/index", json={}, timeout=10).json()
+        states = {m["name"]: (m["state"], m["reason"]) for m in index}
+        assert states["good"] == ("READY", "")
+        assert states["bad"][0] == "UNAVAILABLE"
+        assert "RuntimeError: injected fault in bad" in states["bad"][1]
+        assert "model 'bad': unexpected error while loading it" in server.log()
+    finally:
+        server.stop()
