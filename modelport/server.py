@@ -200,10 +200,8 @@ async def run_server(settings: Settings) -> int:
                 await first.pool.start()
             except Exception as exc:  # a ModelportError says why; anything else is a fault of ours
                 failure.append(exc)
-                if isinstance(exc, ModelportError):
-                    log.error("model '%s' failed to load: %s", first.name, exc.message)
-                else:
-                    log.exception("model '%s' failed to load: unexpected error", first.name)
+                unexpected = not isinstance(exc, ModelportError)
+                log.error("model '%s' failed to load: %s", first.name, exc, exc_info=unexpected)
                 stop.set()
                 return
             log.info(

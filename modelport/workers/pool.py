@@ -239,9 +239,15 @@ class WorkerPool:
                     await self._start_one(worker)
                     backoff = 0.5
                     break
-                except ModelportError as exc:
+                # Any error, not only ours: an OSError (no fds left to start a process) is retried too;
+                # one that is not a ModelportError is logged with its traceback.
+                except Exception as exc:
                     log.error(
-                        "restarting worker %d failed: %s; retrying in %.1f s", worker.index, exc, backoff
+                        "restarting worker %d failed: %s; retrying in %.1f s",
+                        worker.index,
+                        exc,
+                        backoff,
+                        exc_info=not isinstance(exc, ModelportError),
                     )
                     if worker.alive:
                         worker.kill()

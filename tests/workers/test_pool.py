@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import os
 import signal
 import sys
@@ -186,6 +188,45 @@ def test_pings_find_a_silent_worker_and_it_is_replaced(sleepy_model: Path, start
     assert not ready_after_kill  # not ready from the moment it is killed
     assert new_pid != old_pid and not Path(f"/proc/{old_pid}").exists()
     assert restarts(f"silent-{start}", "unresponsive") == 1
+
+
+@START_MODES
+def test_a_restart_that_fails_with_an_oserror_is_logged_and_retried(
+    sleepy_model: Path, start: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    fail = {"next": False, "failed": 0}
+
+    async def prepare_load(hello: dict[str, Any]) -> str:
+        if fail["next"]:  # the first restart fails as when no fd is left: not a ModelportError
+            fail["next"], fail["failed"] = False, fail["failed"] + 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return str(sleepy_model)
+
+    async def main() -> tuple[int, int]:
+        pool = WorkerPool(sys.executable, 1, prepare_load, model=f"emfile-{start}", start=start)
+        await pool.start()
+        try:
+            old_pid = pool.workers[0].hello["pid"]
+            fail["next"] = True
+            os.kill(old_pid, signal.SIGKILL)
+
+            async def replaced() -> None:
+                while pool.workers[0].hello["pid"] == old_pid or not pool.ready:
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(replaced(), 120)
+            reply, _ = await pool.request(*sleep_frame(0, "after"))
+            assert reply["ok"]
+            return old_pid, pool.workers[0].hello["pid"]
+        finally:
+            await pool.stop()
+
+    with caplog.at_level(logging.ERROR, logger="modelport.workers"):
+        old_pid, new_pid = asyncio.run(main())
+    assert fail["failed"] == 1 and new_pid != old_pid  # the failed restart was retried, not dropped
+    (failed,) = [r for r in caplog.records if "restarting worker 0 failed" in r.getMessage()]
+    assert "Too many open files" in failed.getMessage()
+    assert failed.exc_info is not None  # not a ModelportError: logged with its traceback
 
 
 @START_MODES
