@@ -96,7 +96,7 @@ def test_flags_after_uris_and_unknown_flags(capsys: pytest.CaptureFixture[str]) 
 
 
 # Runs modelport's CLI with WorkerPool.start failing as a bug of ours would (not a ModelportError),
-# for the models named in FAULTY (comma list; empty: all): a fault no real model can cause.
+# for the models named in FAULTY (a comma list): a fault no real model can cause.
 INJECT_FAULT = """
 import os, sys
 import modelport.workers.pool as pool
