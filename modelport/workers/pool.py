@@ -182,8 +182,9 @@ class WorkerPool:
         )
         try:
             await self._template_ready()
-        except ModelportError as exc:
-            log.error("model '%s': the new worker template failed: %s", self.model, exc)
+        except Exception as exc:  # the next worker start tries again; a fault of ours gets its traceback
+            unexpected = not isinstance(exc, ModelportError)
+            log.error("model '%s': the new worker template failed: %s", self.model, exc, exc_info=unexpected)
 
     async def _start_one(self, worker: WorkerProcess) -> None:
         started = time.perf_counter()

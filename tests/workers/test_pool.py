@@ -229,6 +229,55 @@ def test_a_restart_that_fails_with_an_oserror_is_logged_and_retried(
     assert failed.exc_info is not None  # not a ModelportError: logged with its traceback
 
 
+def test_a_template_that_cannot_be_replaced_is_logged_and_the_next_restart_forks_again(
+    sleepy_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fail = {"next": False}
+
+    async def prepare_load(hello: dict[str, Any]) -> str:
+        if fail["next"]:  # the new template fails as when no fd is left: not a ModelportError
+            fail["next"] = False
+            raise OSError(errno.EMFILE, "Too many open files")
+        return str(sleepy_model)
+
+    def failures() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "the new worker template failed" in r.getMessage()]
+
+    async def main() -> tuple[int, int]:
+        pool = WorkerPool(sys.executable, 1, prepare_load, model="template-emfile", start="fork")
+        await pool.start()
+        try:
+            assert pool.template is not None and pool.template.pid is not None
+            fail["next"] = True
+            os.kill(pool.template.pid, signal.SIGKILL)
+
+            async def logged() -> None:
+                while not failures():
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(logged(), 60)
+            old_pid = pool.workers[0].hello["pid"]  # the worker forked before still serves
+            os.kill(old_pid, signal.SIGKILL)
+
+            async def replaced() -> None:
+                while pool.workers[0].hello["pid"] == old_pid or not pool.ready:
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(replaced(), 120)
+            reply, _ = await pool.request(*sleep_frame(0, "after"))
+            assert reply["ok"]
+            return old_pid, pool.workers[0].hello["pid"]
+        finally:
+            await pool.stop()
+
+    with caplog.at_level(logging.INFO, logger="modelport.workers"):
+        old_pid, new_pid = asyncio.run(main())
+    (failed,) = failures()
+    assert "Too many open files" in failed.getMessage() and failed.exc_info is not None
+    assert new_pid != old_pid
+    assert "forked from template" in caplog.text.rsplit("Too many open files", 1)[1]  # a new template
+
+
 @START_MODES
 def test_deadlines_answer_504_and_only_the_server_limit_kills_a_worker(
     sleepy_model: Path, start: str
