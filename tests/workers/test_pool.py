@@ -190,40 +190,55 @@ def test_pings_find_a_silent_worker_and_it_is_replaced(sleepy_model: Path, start
     assert restarts(f"silent-{start}", "unresponsive") == 1
 
 
+class EmfileOnce:
+    """A pool's ``prepare_load`` that fails once, when armed, as when no fd is left (an OSError,
+    not a ModelportError); otherwise it loads ``model``."""
+
+    def __init__(self, model: Path) -> None:
+        self.model = model
+        self.armed = False
+        self.failed = 0
+
+    async def __call__(self, hello: dict[str, Any]) -> str:
+        if self.armed:
+            self.armed, self.failed = False, self.failed + 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return str(self.model)
+
+
+async def kill_worker_until_replaced(pool: WorkerPool) -> tuple[int, int]:
+    """SIGKILL worker 0; wait until its replacement is ready and answers; (old pid, new pid)."""
+    old_pid = pool.workers[0].hello["pid"]
+    os.kill(old_pid, signal.SIGKILL)
+
+    async def replaced() -> None:
+        while pool.workers[0].hello["pid"] == old_pid or not pool.ready:
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(replaced(), 120)
+    reply, _ = await pool.request(*sleep_frame(0, "after"))
+    assert reply["ok"]
+    return old_pid, pool.workers[0].hello["pid"]
+
+
 @START_MODES
 def test_a_restart_that_fails_with_an_oserror_is_logged_and_retried(
     sleepy_model: Path, start: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fail = {"next": False, "failed": 0}
-
-    async def prepare_load(hello: dict[str, Any]) -> str:
-        if fail["next"]:  # the first restart fails as when no fd is left: not a ModelportError
-            fail["next"], fail["failed"] = False, fail["failed"] + 1
-            raise OSError(errno.EMFILE, "Too many open files")
-        return str(sleepy_model)
+    load = EmfileOnce(sleepy_model)
 
     async def main() -> tuple[int, int]:
-        pool = WorkerPool(sys.executable, 1, prepare_load, model=f"emfile-{start}", start=start)
+        pool = WorkerPool(sys.executable, 1, load, model=f"emfile-{start}", start=start)
         await pool.start()
         try:
-            old_pid = pool.workers[0].hello["pid"]
-            fail["next"] = True
-            os.kill(old_pid, signal.SIGKILL)
-
-            async def replaced() -> None:
-                while pool.workers[0].hello["pid"] == old_pid or not pool.ready:
-                    await asyncio.sleep(0.05)
-
-            await asyncio.wait_for(replaced(), 120)
-            reply, _ = await pool.request(*sleep_frame(0, "after"))
-            assert reply["ok"]
-            return old_pid, pool.workers[0].hello["pid"]
+            load.armed = True  # the first restart fails
+            return await kill_worker_until_replaced(pool)
         finally:
             await pool.stop()
 
     with caplog.at_level(logging.ERROR, logger="modelport.workers"):
         old_pid, new_pid = asyncio.run(main())
-    assert fail["failed"] == 1 and new_pid != old_pid  # the failed restart was retried, not dropped
+    assert load.failed == 1 and new_pid != old_pid  # the failed restart was retried, not dropped
     (failed,) = [r for r in caplog.records if "restarting worker 0 failed" in r.getMessage()]
     assert "Too many open files" in failed.getMessage()
     assert failed.exc_info is not None  # not a ModelportError: logged with its traceback
@@ -232,23 +247,17 @@ def test_a_restart_that_fails_with_an_oserror_is_logged_and_retried(
 def test_a_template_that_cannot_be_replaced_is_logged_and_the_next_restart_forks_again(
     sleepy_model: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fail = {"next": False}
-
-    async def prepare_load(hello: dict[str, Any]) -> str:
-        if fail["next"]:  # the new template fails as when no fd is left: not a ModelportError
-            fail["next"] = False
-            raise OSError(errno.EMFILE, "Too many open files")
-        return str(sleepy_model)
+    load = EmfileOnce(sleepy_model)
 
     def failures() -> list[logging.LogRecord]:
         return [r for r in caplog.records if "the new worker template failed" in r.getMessage()]
 
     async def main() -> tuple[int, int]:
-        pool = WorkerPool(sys.executable, 1, prepare_load, model="template-emfile", start="fork")
+        pool = WorkerPool(sys.executable, 1, load, model="template-emfile", start="fork")
         await pool.start()
         try:
             assert pool.template is not None and pool.template.pid is not None
-            fail["next"] = True
+            load.armed = True  # the template started in its place fails
             os.kill(pool.template.pid, signal.SIGKILL)
 
             async def logged() -> None:
@@ -256,17 +265,7 @@ def test_a_template_that_cannot_be_replaced_is_logged_and_the_next_restart_forks
                     await asyncio.sleep(0.05)
 
             await asyncio.wait_for(logged(), 60)
-            old_pid = pool.workers[0].hello["pid"]  # the worker forked before still serves
-            os.kill(old_pid, signal.SIGKILL)
-
-            async def replaced() -> None:
-                while pool.workers[0].hello["pid"] == old_pid or not pool.ready:
-                    await asyncio.sleep(0.05)
-
-            await asyncio.wait_for(replaced(), 120)
-            reply, _ = await pool.request(*sleep_frame(0, "after"))
-            assert reply["ok"]
-            return old_pid, pool.workers[0].hello["pid"]
+            return await kill_worker_until_replaced(pool)  # forked from a template started anew
         finally:
             await pool.stop()
 
